@@ -1,0 +1,412 @@
+//! Node-to-node links: one authenticated WebSocket per pair of nodes.
+//!
+//! The node with the lower [`NodeId`] dials (`GET /internal/link` on the
+//! peer's HTTP address); the other accepts. So each pair has one link, and a
+//! second connection for the same pair (a redial after a break) replaces the
+//! first. Frames are postcard behind a magic number and a version byte
+//! ([`hubbub_proto::link`]); a peer speaking another version is refused with a
+//! log line naming both versions.
+//!
+//! Handshake, keyed by the cluster keyring (mutual, replay-safe because each
+//! side proves over the other's fresh nonce):
+//!
+//! 1. acceptor → dialer `Challenge { node, name, nonce_a }`
+//! 2. dialer → acceptor `Auth { node, name, nonce_d, mac_d }`,
+//!    `mac_d = HMAC(k, "link-dialer" | nonce_a | dialer id | acceptor id)`
+//! 3. acceptor → dialer `AuthOk { mac_a }`,
+//!    `mac_a = HMAC(k, "link-acceptor" | nonce_d | acceptor id | dialer id)`
+//!
+//! A link that breaks is reported to membership as a hint (it gossips sooner);
+//! it never declares a node dead: only foca does that. Dialers retry with
+//! jittered exponential backoff for as long as foca says the peer is active.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hubbub_proto::link::{self, LinkFrame, MAX_FRAME_LEN, NONCE_LEN};
+use hubbub_ring::NodeId;
+use rand::RngExt;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::counters::{Counters, bump};
+use crate::membership::Input;
+use crate::seal::Keyring;
+use crate::view::ClusterView;
+
+/// Path of the link endpoint on every node's HTTP listener.
+pub const LINK_PATH: &str = "/internal/link";
+/// Heartbeat interval on an idle link.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A link that hears nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Frames queued for a peer before senders see back-pressure.
+const OUTBOX: usize = 1_024;
+
+/// WebSocket limits for links: bounded frames and write buffer (tungstenite's
+/// defaults allow 64 MiB messages and an unbounded write buffer).
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_LEN))
+        .max_frame_size(Some(MAX_FRAME_LEN))
+        .max_write_buffer_size(8 * MAX_FRAME_LEN)
+}
+
+/// Which side opened a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// An established link, for operators.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkInfo {
+    pub node_id: String,
+    pub name: String,
+    pub direction: Direction,
+    pub established_unix_ms: u64,
+}
+
+struct Entry {
+    info: LinkInfo,
+    serial: u64,
+    stop: CancellationToken,
+    // The outbox of the link; chat routing (a later layer) sends through it.
+    #[allow(dead_code)]
+    outbox: mpsc::Sender<LinkFrame>,
+}
+
+/// The links of this node.
+pub struct Links {
+    me: NodeId,
+    name: String,
+    keyring: Arc<Keyring>,
+    counters: Arc<Counters>,
+    hints: mpsc::Sender<Input>,
+    table: Mutex<HashMap<NodeId, Entry>>,
+    serial: std::sync::atomic::AtomicU64,
+    shutdown: CancellationToken,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    rand::rng().fill(&mut n);
+    n
+}
+
+/// Why a link ended or never started.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] link::FrameError),
+    #[error("handshake: {0}")]
+    Handshake(&'static str),
+    #[error("peer closed the link")]
+    Closed,
+    #[error("no frame for {0:?}")]
+    Idle(Duration),
+}
+
+impl Links {
+    pub(crate) fn new(
+        me: NodeId,
+        name: String,
+        keyring: Arc<Keyring>,
+        counters: Arc<Counters>,
+        hints: mpsc::Sender<Input>,
+        shutdown: CancellationToken,
+    ) -> Arc<Links> {
+        Arc::new(Links {
+            me,
+            name,
+            keyring,
+            counters,
+            hints,
+            table: Mutex::new(HashMap::new()),
+            serial: Default::default(),
+            shutdown,
+        })
+    }
+
+    /// Established links, sorted by peer name.
+    pub fn list(&self) -> Vec<LinkInfo> {
+        let table = self.table.lock().expect("links mutex poisoned");
+        let mut out: Vec<LinkInfo> = table.values().map(|e| e.info.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Serves one inbound link on an upgraded connection.
+    pub async fn serve_inbound<S>(self: Arc<Self>, mut ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.accept_handshake(&mut ws)).await;
+        let (peer, name) = match handshake {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                bump(&self.counters.links_refused);
+                warn!(error = %e, "refused an inbound node link");
+                let _ = ws.close(None).await;
+                return;
+            }
+            Err(_) => {
+                bump(&self.counters.links_refused);
+                warn!("refused an inbound node link: handshake timed out");
+                return;
+            }
+        };
+        self.run_session(ws, peer, name, Direction::Inbound).await;
+    }
+
+    async fn accept_handshake<S>(&self, ws: &mut WebSocketStream<S>) -> Result<(NodeId, String), LinkError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let nonce_a = nonce();
+        send(ws, &LinkFrame::Challenge { node: self.me, name: self.name.clone(), nonce: nonce_a }).await?;
+        let LinkFrame::Auth { node, name, nonce: nonce_d, mac } = recv(ws).await? else {
+            return Err(LinkError::Handshake("expected Auth"));
+        };
+        let parts: [&[u8]; 4] = [b"link-dialer", &nonce_a, &node.0.to_le_bytes(), &self.me.0.to_le_bytes()];
+        if !self.keyring.verify_link_proof(&parts, &mac) {
+            return Err(LinkError::Handshake("dialer's proof does not verify (other cluster key?)"));
+        }
+        if node == self.me || NodeId::from_name(&name) != node {
+            return Err(LinkError::Handshake("dialer's node id does not match its name"));
+        }
+        let mac_a =
+            self.keyring.link_proof(&[b"link-acceptor", &nonce_d, &self.me.0.to_le_bytes(), &node.0.to_le_bytes()]);
+        send(ws, &LinkFrame::AuthOk { mac: mac_a }).await?;
+        Ok((node, name))
+    }
+
+    async fn dial_handshake<S>(&self, ws: &mut WebSocketStream<S>, expect: NodeId) -> Result<String, LinkError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let LinkFrame::Challenge { node, name, nonce: nonce_a } = recv(ws).await? else {
+            return Err(LinkError::Handshake("expected Challenge"));
+        };
+        if node != expect {
+            return Err(LinkError::Handshake("the peer at that address is another node"));
+        }
+        let nonce_d = nonce();
+        let mac = self.keyring.link_proof(&[b"link-dialer", &nonce_a, &self.me.0.to_le_bytes(), &node.0.to_le_bytes()]);
+        send(ws, &LinkFrame::Auth { node: self.me, name: self.name.clone(), nonce: nonce_d, mac }).await?;
+        let LinkFrame::AuthOk { mac } = recv(ws).await? else {
+            return Err(LinkError::Handshake("expected AuthOk"));
+        };
+        let parts: [&[u8]; 4] = [b"link-acceptor", &nonce_d, &node.0.to_le_bytes(), &self.me.0.to_le_bytes()];
+        if !self.keyring.verify_link_proof(&parts, &mac) {
+            return Err(LinkError::Handshake("acceptor's proof does not verify"));
+        }
+        Ok(name)
+    }
+
+    async fn run_session<S>(&self, mut ws: WebSocketStream<S>, peer: NodeId, name: String, direction: Direction)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (outbox, mut rx) = mpsc::channel(OUTBOX);
+        let stop = self.shutdown.child_token();
+        let serial = self.serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let info = LinkInfo { node_id: peer.to_string(), name: name.clone(), direction, established_unix_ms: now_ms() };
+        if let Some(old) = self
+            .table
+            .lock()
+            .expect("links mutex poisoned")
+            .insert(peer, Entry { info, serial, stop: stop.clone(), outbox })
+        {
+            // A newer connection for the same pair replaces the old one.
+            old.stop.cancel();
+        }
+        bump(&self.counters.links_established);
+        info!(peer = %name, ?direction, "node link up");
+
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut last_heard = tokio::time::Instant::now();
+        let result: Result<(), LinkError> = loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break Ok(()),
+                frame = rx.recv() => match frame {
+                    Some(f) => if let Err(e) = send(&mut ws, &f).await { break Err(e) },
+                    None => break Ok(()),
+                },
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        last_heard = tokio::time::Instant::now();
+                        match link::decode(&bytes) {
+                            Ok(LinkFrame::Ping { at_ms }) => {
+                                if let Err(e) = send(&mut ws, &LinkFrame::Pong { at_ms }).await { break Err(e) }
+                            }
+                            Ok(LinkFrame::Pong { .. }) => {}
+                            Ok(other) => debug!(peer = %name, frame = ?other, "unexpected frame after handshake"),
+                            Err(e) => break Err(e.into()),
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => break Err(LinkError::Closed),
+                    Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                    Some(Err(e)) => break Err(e.into()),
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT {
+                        break Err(LinkError::Idle(IDLE_TIMEOUT));
+                    }
+                    if let Err(e) = send(&mut ws, &LinkFrame::Ping { at_ms: now_ms() }).await { break Err(e) }
+                }
+            }
+        };
+        {
+            let mut table = self.table.lock().expect("links mutex poisoned");
+            if table.get(&peer).is_some_and(|e| e.serial == serial) {
+                table.remove(&peer);
+            }
+        }
+        let _ = ws.close(None).await;
+        if self.shutdown.is_cancelled() || stop.is_cancelled() {
+            debug!(peer = %name, "node link closed");
+            return;
+        }
+        match result {
+            Ok(()) => debug!(peer = %name, "node link closed"),
+            Err(e) => {
+                info!(peer = %name, error = %e, "node link broke; hinting membership");
+                let _ = self.hints.try_send(Input::LinkHint(peer));
+            }
+        }
+    }
+
+    /// Keeps an outbound link to every active member with a higher node id.
+    pub(crate) async fn dial_loop(self: Arc<Self>, mut view: watch::Receiver<Arc<ClusterView>>) {
+        let mut dialers: HashMap<NodeId, (u64, CancellationToken)> = HashMap::new();
+        loop {
+            let current = view.borrow_and_update().clone();
+            let wanted: HashMap<NodeId, _> = current
+                .active()
+                .filter(|m| !m.is_self && m.identity.id > self.me)
+                .map(|m| (m.identity.id, m.identity.clone()))
+                .collect();
+            dialers.retain(|id, (bump, stop)| {
+                let keep = wanted.get(id).is_some_and(|w| w.bump == *bump);
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            for (id, identity) in wanted {
+                if dialers.contains_key(&id) {
+                    continue;
+                }
+                let stop = self.shutdown.child_token();
+                dialers.insert(id, (identity.bump, stop.clone()));
+                let links = self.clone();
+                tokio::spawn(async move {
+                    links.dial_peer(id, identity.name.clone(), identity.http, stop).await;
+                });
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    async fn dial_peer(&self, peer: NodeId, name: String, http: std::net::SocketAddr, stop: CancellationToken) {
+        let url = format!("ws://{http}{LINK_PATH}");
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let attempt = async {
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async_with_config(&url, Some(websocket_config()), true).await?;
+                let name = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.dial_handshake(&mut ws, peer))
+                    .await
+                    .map_err(|_| LinkError::Handshake("timed out"))??;
+                Ok::<_, LinkError>((ws, name))
+            };
+            let connected = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = attempt => r,
+            };
+            match connected {
+                Ok((ws, peer_name)) => {
+                    backoff = BACKOFF_MIN;
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        _ = self.run_session(ws, peer, peer_name, Direction::Outbound) => {}
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, LinkError::Handshake(_) | LinkError::Frame(_)) {
+                        bump(&self.counters.links_refused);
+                        warn!(peer = %name, error = %e, "node link refused");
+                    } else {
+                        debug!(peer = %name, error = %e, "node link dial failed");
+                    }
+                }
+            }
+            let jitter = rand::rng().random_range(0.5..1.5);
+            let wait = backoff.mul_f64(jitter);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+async fn send<S>(ws: &mut WebSocketStream<S>, frame: &LinkFrame) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    ws.send(Message::Binary(link::encode(frame).into())).await?;
+    Ok(())
+}
+
+async fn recv<S>(ws: &mut WebSocketStream<S>) -> Result<LinkFrame, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                return link::decode(&bytes).map_err(|e| {
+                    if let link::FrameError::UnsupportedVersion { got } = e {
+                        warn!(got, ours = link::VERSION, "peer speaks another link protocol version");
+                    }
+                    e.into()
+                });
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return Err(LinkError::Closed),
+            Some(Ok(_)) => return Err(LinkError::Handshake("expected a binary frame")),
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}

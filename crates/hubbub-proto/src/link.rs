@@ -1,0 +1,143 @@
+//! Node-to-node link frames.
+//!
+//! A frame on the wire is `MAGIC (2 bytes) | VERSION (1 byte) | postcard(LinkFrame)`,
+//! sent as one binary WebSocket message. The magic number lets a node refuse
+//! something that is not a Hubbub link at all (a stray HTTP client, another
+//! protocol) with a precise log line; the version byte lets a newer node refuse
+//! an older or newer peer explicitly instead of misreading its frames.
+//!
+//! A link starts with a mutual challenge–response handshake keyed by the
+//! cluster key (see `hubbub-cluster`'s `links` module):
+//! `Challenge` (acceptor → dialer), `Auth` (dialer → acceptor), `AuthOk`
+//! (acceptor → dialer). Only then are other frames accepted.
+
+use hubbub_ring::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// First two bytes of every link frame: ASCII "HB".
+pub const MAGIC: [u8; 2] = *b"HB";
+/// The link protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Bytes before the postcard body.
+pub const HEADER_LEN: usize = MAGIC.len() + 1;
+/// Largest frame a node accepts on a link. Handshake and heartbeat frames are
+/// tiny; this bound protects a node from a peer that sends a huge frame.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// Length of the random nonces used by the link handshake.
+pub const NONCE_LEN: usize = 16;
+/// Length of a handshake MAC (HMAC-SHA256).
+pub const MAC_LEN: usize = 32;
+
+/// One frame on a node-to-node link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkFrame {
+    /// Acceptor → dialer, first frame: who the acceptor is and the nonce the
+    /// dialer must prove knowledge of the cluster key over.
+    Challenge { node: NodeId, name: String, nonce: [u8; NONCE_LEN] },
+    /// Dialer → acceptor: who the dialer is, its proof over the acceptor's nonce,
+    /// and a nonce of its own for the acceptor to answer.
+    Auth { node: NodeId, name: String, nonce: [u8; NONCE_LEN], mac: [u8; MAC_LEN] },
+    /// Acceptor → dialer: the acceptor's proof over the dialer's nonce.
+    AuthOk { mac: [u8; MAC_LEN] },
+    /// Heartbeat; the peer answers with `Pong` carrying the same value.
+    Ping { at_ms: u64 },
+    /// Answer to `Ping`.
+    Pong { at_ms: u64 },
+}
+
+/// Why a received link frame could not be decoded. No state changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
+    TooShort(usize),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLong(usize),
+    #[error("bad magic number {0:02x?}: not a Hubbub link frame")]
+    BadMagic([u8; 2]),
+    #[error("unsupported link protocol version {got} (this node speaks {VERSION})")]
+    UnsupportedVersion { got: u8 },
+    #[error("malformed frame body: {0}")]
+    Malformed(String),
+}
+
+/// Encodes `frame` with its header.
+pub fn encode(frame: &LinkFrame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    // Serializing into a Vec cannot fail for these types (no maps with
+    // non-string keys, no unsized sequences without length).
+    postcard::to_io(frame, &mut out).expect("postcard encoding into a Vec is infallible");
+    out
+}
+
+/// Decodes one frame, checking magic, version and length first.
+pub fn decode(bytes: &[u8]) -> Result<LinkFrame, FrameError> {
+    if bytes.len() > MAX_FRAME_LEN {
+        return Err(FrameError::TooLong(bytes.len()));
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(FrameError::TooShort(bytes.len()));
+    }
+    let magic = [bytes[0], bytes[1]];
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic(magic));
+    }
+    if bytes[2] != VERSION {
+        return Err(FrameError::UnsupportedVersion { got: bytes[2] });
+    }
+    postcard::from_bytes(&bytes[HEADER_LEN..]).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame_strategy() -> impl Strategy<Value = LinkFrame> {
+        prop_oneof![
+            (any::<u64>(), "[a-z0-9-]{0,64}", any::<[u8; NONCE_LEN]>())
+                .prop_map(|(id, name, nonce)| LinkFrame::Challenge { node: NodeId(id), name, nonce }),
+            (any::<u64>(), "[a-z0-9-]{0,64}", any::<[u8; NONCE_LEN]>(), any::<[u8; MAC_LEN]>())
+                .prop_map(|(id, name, nonce, mac)| LinkFrame::Auth { node: NodeId(id), name, nonce, mac }),
+            any::<[u8; MAC_LEN]>().prop_map(|mac| LinkFrame::AuthOk { mac }),
+            any::<u64>().prop_map(|at_ms| LinkFrame::Ping { at_ms }),
+            any::<u64>().prop_map(|at_ms| LinkFrame::Pong { at_ms }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(frame in frame_strategy()) {
+            let bytes = encode(&frame);
+            prop_assert_eq!(&bytes[..2], &MAGIC);
+            prop_assert_eq!(bytes[2], VERSION);
+            prop_assert_eq!(decode(&bytes), Ok(frame));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(frame in frame_strategy(), cut in 1usize..8) {
+            let bytes = encode(&frame);
+            let cut = cut.min(bytes.len() - HEADER_LEN);
+            if cut > 0 {
+                prop_assert!(decode(&bytes[..bytes.len() - cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_other_versions_and_magic() {
+        let mut bytes = encode(&LinkFrame::Ping { at_ms: 7 });
+        bytes[2] = 2;
+        assert_eq!(decode(&bytes), Err(FrameError::UnsupportedVersion { got: 2 }));
+        bytes[0] = b'G';
+        assert!(matches!(decode(&bytes), Err(FrameError::BadMagic(_))));
+        assert_eq!(decode(b"HB"), Err(FrameError::TooShort(2)));
+    }
+}

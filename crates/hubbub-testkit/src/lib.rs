@@ -1,0 +1,33 @@
+//! Launches real `hubbub node` processes on free ports and observes them, for
+//! full-stack tests.
+//!
+//! - [`Node`] is one `hubbub node` child process started with [`NodeOpts`]:
+//!   ephemeral ports, a cluster key, seeds. Its stdout and stderr go to a log
+//!   file (printed when a test panics), and dropping it kills and reaps it.
+//! - [`Cluster`] starts `n1..nN` (n1 is the seed), restarts nodes by name and
+//!   waits for convergence.
+//! - [`NodeApi`] is a blocking client for the debug API with typed views
+//!   ([`MembersView`], [`RingView`], [`NodeInfo`]).
+//! - [`wait_until`] polls a check until it passes or a deadline expires; tests
+//!   wait for conditions this way, never with fixed sleeps.
+//! - [`Process`] and [`run_to_exit`] are the lower level: any command, e.g.
+//!   `hubbub dev` or a node that is expected to refuse its configuration.
+//!
+//! The binary is found through `HUBBUB_BIN`, else `target/debug/hubbub` next
+//! to the test executable; build it first with `cargo build -p hubbub`.
+
+mod api;
+mod binary;
+mod cluster;
+mod node;
+mod ports;
+mod process;
+mod wait;
+
+pub use api::{MemberInfo, MemberState, MembersView, NodeApi, NodeInfo, RingMember, RingView};
+pub use binary::{hubbub_bin, hubbub_command};
+pub use cluster::{Cluster, random_key};
+pub use node::{Listening, Node, NodeOpts};
+pub use ports::free_port_range;
+pub use process::{Finished, Process, run_to_exit};
+pub use wait::{deadline_in, wait_until};

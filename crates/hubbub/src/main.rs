@@ -1,0 +1,57 @@
+//! `hubbub`: a node of the Hubbub chat cluster, and a local dev cluster.
+//!
+//! - `hubbub node ...` runs one node ([`node`], settings in [`config`]);
+//! - `hubbub dev --nodes N` runs N nodes as separate processes on loopback
+//!   ([`dev`]).
+//!
+//! This binary is the only place that wires components together, owns the
+//! signal handling and the shutdown order, and uses `anyhow`.
+
+mod config;
+mod dev;
+mod load;
+mod node;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "hubbub", version, about = "Hubbub: a clustered real-time chat backend with no broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node.
+    Node(Box<config::NodeArgs>),
+    /// Run a local cluster of separate node processes on loopback.
+    Dev(dev::DevArgs),
+}
+
+/// Exit code for a refused setting or command line.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line without its "error: " prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            eprintln!("hubbub: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match cli.command {
+        Command::Node(args) => node::main(*args),
+        Command::Dev(args) => dev::main(args),
+    }
+}

@@ -1,0 +1,181 @@
+//! `hubbub node`: wiring and shutdown order of one node.
+//!
+//! Start: validate settings → bind the HTTP listener → start the cluster
+//! (binds the gossip sockets) → print the `listening` line → serve.
+//! SIGTERM or ctrl-c: leave the cluster gracefully (peers see the node go at
+//! once) → stop accepting and finish HTTP requests → stop cluster tasks,
+//! each step bounded in time, well inside a 30 s orchestrator grace period.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hubbub_cluster::{Cluster, ClusterConfig};
+use hubbub_gateway::Gateway;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, NodeArgs, NodeConfig};
+use crate::load::LoadMeter;
+
+/// How often this node republishes its load and connection count.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound on each shutdown step.
+const SHUTDOWN_STEP: Duration = Duration::from_secs(3);
+
+pub(crate) fn main(args: NodeArgs) -> ExitCode {
+    let config = match NodeConfig::load(args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubbub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Setting(e)) => usage_error(&e),
+        Err(RunError::Other(e)) => {
+            eprintln!("hubbub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(e: &ConfigError) -> ExitCode {
+    eprintln!("hubbub: {e}");
+    ExitCode::from(crate::EXIT_USAGE)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+enum RunError {
+    /// A setting that only fails when used (an address already in use).
+    Setting(ConfigError),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Other(e)
+    }
+}
+
+fn setting_error(setting: &str, message: String) -> RunError {
+    RunError::Setting(ConfigError { setting: setting.to_owned(), message })
+}
+
+async fn run(config: NodeConfig) -> Result<(), RunError> {
+    let started = Instant::now();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| setting_error("listen", format!("cannot bind {}: {e}", config.listen)))?;
+    let http_local = listener.local_addr().context("reading the HTTP listener's address")?;
+    let advertise_ip = config.advertise_ip();
+    let http_advertise = SocketAddr::new(advertise_ip, http_local.port());
+    let ws_url = config.ws_url.clone().unwrap_or_else(|| format!("ws://{http_advertise}/ws"));
+    let summary = config.summary();
+    let version = env!("CARGO_PKG_VERSION").to_owned();
+
+    let cluster_config = ClusterConfig {
+        name: config.name.clone(),
+        gossip_bind: config.gossip,
+        state_bind: config.state_gossip,
+        advertise_ip,
+        http_advertise,
+        ws_url,
+        seeds: config.seeds.clone(),
+        keyring: config.keyring,
+        membership: config.membership,
+        version: version.clone(),
+    };
+    let cluster = match Cluster::start(cluster_config).await {
+        Ok(c) => Arc::new(c),
+        Err(hubbub_cluster::StartError::Bind { setting, addr, source }) => {
+            return Err(setting_error(setting, format!("cannot bind {addr}: {source}")));
+        }
+        Err(e) => return Err(RunError::Other(e.into())),
+    };
+
+    let me = cluster.view().borrow().me.clone();
+    let listening = serde_json::json!({
+        "event": "listening",
+        "name": me.name,
+        "node_id": me.id.to_string(),
+        "http": http_advertise.to_string(),
+        "gossip": cluster.gossip_addr().to_string(),
+        "state": cluster.state_addr().to_string(),
+    });
+    // The one line on stdout: launchers and tests read the bound ports here.
+    println!("{listening}");
+    info!(name = %me.name, node_id = %me.id, http = %http_advertise, gossip = %cluster.gossip_addr(), "node started");
+
+    let shutdown = CancellationToken::new();
+    let status = tokio::spawn(publish_status(cluster.clone(), shutdown.clone()));
+
+    let gateway = Arc::new(Gateway {
+        cluster: cluster.clone(),
+        started,
+        version,
+        replication_factor: config.replication_factor,
+        config_summary: summary,
+    });
+    let app = hubbub_gateway::router(gateway);
+    let http_stop = shutdown.clone();
+    let server = tokio::spawn(async move { hubbub_gateway::serve(listener, app, http_stop).await });
+
+    wait_for_signal().await;
+    info!("shutting down: leaving the cluster");
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, cluster.leave()).await;
+    shutdown.cancel();
+    match tokio::time::timeout(SHUTDOWN_STEP, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
+        Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
+        Err(_) => warn!("HTTP connections still open after {SHUTDOWN_STEP:?}; closing them"),
+    }
+    let _ = status.await;
+    cluster.shutdown(SHUTDOWN_STEP).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Republishes load (and, once chat exists, connection count) in node state.
+async fn publish_status(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let mut meter = LoadMeter::new();
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => cluster.set_status(0, meter.sample()).await,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only ctrl-c stops this node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+    }
+}
