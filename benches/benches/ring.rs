@@ -17,9 +17,7 @@ fn ring_of(members: usize) -> Ring {
 }
 
 fn keys() -> Vec<Vec<u8>> {
-    (0..KEY_COUNT)
-        .map(|i| room_key(&format!("bench-{i}")))
-        .collect()
+    (0..KEY_COUNT).map(|i| room_key(&format!("bench-{i}"))).collect()
 }
 
 fn lookups(c: &mut Criterion) {
@@ -56,11 +54,7 @@ fn lookup_group(c: &mut Criterion, keys: &[Vec<u8>], name: &str, lookup: fn(&Rin
 fn rebuild(c: &mut Criterion) {
     let ring = ring_of(50);
     // One member replaced: a real change, so a new member list and fingerprint.
-    let changed: Vec<NodeId> = ring.members()[1..]
-        .iter()
-        .copied()
-        .chain([NodeId::from_name("node-50")])
-        .collect();
+    let changed: Vec<NodeId> = ring.members()[1..].iter().copied().chain([NodeId::from_name("node-50")]).collect();
     let unchanged = ring.members().to_vec();
 
     let mut group = c.benchmark_group("with_members");

@@ -105,6 +105,10 @@ fn run_case(case: &Case) -> Result<(), String> {
     if !case.names.iter().any(|name| mentions(stderr, name)) {
         return fail(format!("stderr does not name {:?}: {stderr:?}", case.names));
     }
+    if finished.stdout.contains("listening") {
+        return fail(format!("reported listening before refusing: {:?}", finished.stdout));
+    }
+    println!("bad_config: {}: {stderr}", case.what);
     Ok(())
 }
 

@@ -11,6 +11,8 @@ use crate::observe;
 /// The requirement: every node sees every other alive this soon after the
 /// last node started.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(5);
+/// Bounds the 1,000 key queries to one node (a few seconds normally).
+const KEY_QUERIES_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `--replication-factor`.
 const DEFAULT_REPLICATION: u32 = 2;
 
@@ -39,9 +41,22 @@ fn convergence(n: usize) {
         first_started.elapsed().as_secs_f64()
     );
 
+    // chitchat's node state travels separately from SWIM membership; give
+    // it its own, generous, bound.
+    let listed: Vec<(String, String)> =
+        cluster.nodes().iter().map(|n| (n.name().to_owned(), n.node_id().to_owned())).collect();
+    let observers = observe::apis(cluster.nodes());
+    wait_until(Instant::now() + Duration::from_secs(10), Duration::from_millis(50), || {
+        observers.iter().try_for_each(|(name, api)| node_facts(api, &listed).map_err(|e| format!("{name}: {e}")))
+    })
+    .unwrap_or_else(|e| panic!("node state, readiness or ring order not as documented: {e}"));
+    println!(
+        "convergence_{n}: node state everywhere and all ready {:.2}s after the last start",
+        last_started.elapsed().as_secs_f64()
+    );
+
     let keys = sample_keys();
     let started = Instant::now();
-    let observers = observe::apis(cluster.nodes());
     // One thread and one keep-alive connection per node.
     let preferences: Vec<(String, Preferences)> = thread::scope(|scope| {
         let workers: Vec<_> = observers
@@ -89,6 +104,33 @@ fn convergence(n: usize) {
     assert!(owned.values().all(|&c| c >= floor), "some node owns fewer than {floor} keys: {owned:?}");
 }
 
+/// Ok when the node is ready, its ring lists exactly the `listed` (name,
+/// node id) pairs sorted by node id, and it has every member's node state,
+/// pointing at that member's own HTTP address.
+fn node_facts(api: &NodeApi, listed: &[(String, String)]) -> Result<(), String> {
+    let (status, body) = api.ready()?;
+    if status != 200 || body["status"] != "ready" {
+        return Err(format!("/healthz/ready: {status} {body}"));
+    }
+    let ring = api.ring()?;
+    let in_ring: Vec<(String, String)> = ring.members.iter().map(|m| (m.name.clone(), m.node_id.clone())).collect();
+    let mut expected = listed.to_vec();
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    if in_ring != expected {
+        return Err(format!("ring members {in_ring:?}, expected {expected:?} (sorted by node id)"));
+    }
+    for member in api.members()?.members {
+        let Some(state) = &member.node_state else {
+            return Err(format!("no node state yet for {}", member.name));
+        };
+        let ws_url = format!("ws://{}/ws", member.http_addr);
+        if state["ws_url"] != ws_url.as_str() || !state["draining"].is_boolean() || !state["version"].is_string() {
+            return Err(format!("{}'s node state {state} (expected ws_url {ws_url})", member.name));
+        }
+    }
+    Ok(())
+}
+
 /// Per key of [`sample_keys`], its preference list.
 type Preferences = Vec<Vec<String>>;
 
@@ -102,8 +144,12 @@ fn sample_keys() -> Vec<String> {
 fn preferences_of(api: &NodeApi, keys: &[String], names: &[String]) -> Result<Preferences, String> {
     let mut sorted_names = names.to_vec();
     sorted_names.sort();
+    let deadline = Instant::now() + KEY_QUERIES_TIMEOUT;
     keys.iter()
         .map(|key| {
+            if Instant::now() > deadline {
+                return Err(format!("not done after {KEY_QUERIES_TIMEOUT:?}, at {key}"));
+            }
             let ring = api.ring_for(key)?;
             if ring.key.as_deref() != Some(key) {
                 return Err(format!("asked for {key}, answer is for {:?}", ring.key));

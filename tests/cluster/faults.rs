@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hubbub_testkit::{Cluster, MemberState, NodeApi, wait_until};
 
-use crate::observe::{self, apis, expect_all, sees_gone, summary, time_until_each};
+use crate::observe::{self, StopOnDrop, apis, expect_all, sees_gone, summary, time_until_each};
 
 /// The requirement: every survivor notices a SIGKILLed node this fast.
 const DETECTION_BOUND: Duration = Duration::from_secs(5);
@@ -105,6 +105,7 @@ fn sigstop_no_false_death() {
                 (name.clone(), watcher)
             })
             .collect();
+        let stop_watchers = StopOnDrop(&stop);
 
         cluster.node(victim).sigstop();
         // The fault itself: the node stays frozen this long.
@@ -113,7 +114,7 @@ fn sigstop_no_false_death() {
         let resumed_at = Instant::now();
         // The observation window after the fault.
         thread::sleep(WATCH_AFTER_CONT);
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_watchers);
         println!(
             "sigstop_no_false_death: stopped {:.2}s, watched {:.2}s after SIGCONT",
             (resumed_at - stopped_at).as_secs_f64(),

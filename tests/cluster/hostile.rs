@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use foca::{AccumulatingRuntime, Foca, Member, PostcardCodec};
+use foca::{AccumulatingRuntime, Foca, Member, PostcardCodec, State};
 use hubbub_cluster::NodeIdentity;
 use hubbub_ring::NodeId;
 use hubbub_testkit::{Cluster, MemberInfo, MemberState, MembersView, Node, NodeApi, NodeOpts, random_key, wait_until};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::observe::apis;
+use crate::observe::{StopOnDrop, apis};
 
 const SETUP_CONVERGENCE: Duration = Duration::from_secs(15);
 /// Name of the stranger the forged foca packets announce.
@@ -82,6 +82,7 @@ fn garbage_and_unsealed_packets() {
             }
             suspects
         });
+        let stop_monitor = StopOnDrop(&stop);
 
         let mut sent = Sent::default();
         let per_batch = RATE * BATCH_EVERY.as_millis() as u64 / 1000;
@@ -106,7 +107,7 @@ fn garbage_and_unsealed_packets() {
             next_batch += BATCH_EVERY;
             thread::sleep(next_batch.saturating_duration_since(Instant::now()));
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_monitor);
         (sent, monitor.join().expect("monitor panicked"))
     });
     println!(
@@ -212,7 +213,7 @@ fn unsealed_foca_packets(n1: &NodeIdentity, n2: &NodeIdentity, n3: &NodeIdentity
     stranger.apply_many(n3_down(), true, &mut runtime).expect("apply");
     stranger.gossip(&mut runtime).expect("gossip");
 
-    let mut forged_n1 = Foca::new(n1.clone(), config, StdRng::seed_from_u64(2), PostcardCodec);
+    let mut forged_n1 = Foca::new(n1.clone(), config.clone(), StdRng::seed_from_u64(2), PostcardCodec);
     forged_n1.apply_many(n3_down(), true, &mut runtime).expect("apply");
     forged_n1.gossip(&mut runtime).expect("gossip");
 
@@ -222,7 +223,22 @@ fn unsealed_foca_packets(n1: &NodeIdentity, n2: &NodeIdentity, n3: &NodeIdentity
         packets.push(bytes.to_vec());
     }
     assert!(packets.len() >= 3, "foca produced only {} packets", packets.len());
+    assert_harmful_if_unsealed(&packets, n2, config);
     packets
+}
+
+/// Feeds `packets` to a bare foca playing n2, to show they are well formed
+/// and would do harm to a node that skipped the envelope: the stranger
+/// joins and n3 is declared down.
+fn assert_harmful_if_unsealed(packets: &[Vec<u8>], n2: &NodeIdentity, config: foca::Config) {
+    let mut victim = Foca::new(n2.clone(), config, StdRng::seed_from_u64(3), PostcardCodec);
+    let mut runtime = AccumulatingRuntime::new();
+    for packet in packets {
+        victim.handle_data(packet, &mut runtime).expect("foca accepts its own packets");
+    }
+    let state_of = |name: &str| victim.iter_membership_state().find(|m| m.id().name == name).map(|m| m.state());
+    assert_eq!(state_of(INTRUDER), Some(State::Alive), "the stranger's announce works unsealed");
+    assert_eq!(state_of("n3"), Some(State::Down), "the forged n3-down gossip works unsealed");
 }
 
 /// Random bytes, 0 to 1400 of them.

@@ -1,5 +1,6 @@
 //! Watching several nodes at once, and summarising timings.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -79,4 +80,15 @@ pub(crate) fn summary(times: &[(String, Duration)]) -> String {
 /// The largest of `times`.
 pub(crate) fn last(times: &[(String, Duration)]) -> Duration {
     times.iter().map(|(_, t)| *t).max().unwrap_or_default()
+}
+
+/// Raises its flag when dropped: watcher threads in a `thread::scope` that
+/// loop until the flag is up then end even when the test panics (the scope
+/// would otherwise wait for them forever).
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }

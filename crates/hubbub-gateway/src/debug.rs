@@ -105,6 +105,7 @@ pub(crate) async fn node(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Val
     Json(json!({
         "name": view.me.name,
         "node_id": view.me.id.to_string(),
+        "cluster": gw.cluster_name,
         "version": gw.version,
         "uptime_secs": gw.started.elapsed().as_secs_f64(),
         "joined": view.joined,

@@ -30,6 +30,8 @@ pub struct Gateway {
     pub started: Instant,
     /// Build version.
     pub version: String,
+    /// Cluster name.
+    pub cluster_name: String,
     /// Replication factor (owner + replicas) shown by `/debug/ring`.
     pub replication_factor: usize,
     /// The settings in force, without secrets, shown by `/debug/node`.

@@ -1,7 +1,7 @@
 //! The pinned hash functions. Every output here is part of the cluster protocol:
 //! two builds that disagree would place the same room on different nodes.
 
-use xxhash_rust::xxh3::{Xxh3, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::NodeId;
 
@@ -51,14 +51,12 @@ pub(crate) fn node_id_hash(name: &str) -> u64 {
 }
 
 /// `xxh3_64_with_seed` over the members' little-endian bytes, concatenated in
-/// the given (sorted) order, with [`FINGERPRINT_SEED`]. Streamed, so building a
-/// ring does not allocate for it.
+/// the given (sorted) order, with [`FINGERPRINT_SEED`]. One shot over a
+/// buffer: several times faster than feeding a streaming hasher 8 bytes at a
+/// time.
 pub(crate) fn fingerprint(sorted_members: &[NodeId]) -> u64 {
-    let mut hasher = Xxh3::with_seed(FINGERPRINT_SEED);
-    for member in sorted_members {
-        hasher.update(&member.0.to_le_bytes());
-    }
-    hasher.digest()
+    let bytes: Vec<u8> = sorted_members.iter().flat_map(|member| member.0.to_le_bytes()).collect();
+    xxh3_64_with_seed(&bytes, FINGERPRINT_SEED)
 }
 
 const fn mix64(mut z: u64) -> u64 {
@@ -86,16 +84,5 @@ mod tests {
         assert_eq!(mix64(gamma), 0xe220_a839_7b1d_cdaf);
         assert_eq!(mix64(gamma.wrapping_mul(2)), 0x6e78_9e6a_a1b9_65f4);
         assert_eq!(mix64(gamma.wrapping_mul(3)), 0x06c4_5d18_8009_454f);
-    }
-
-    #[test]
-    fn fingerprint_is_one_shot_xxh3_of_the_concatenation() {
-        let members = [NodeId(1), NodeId(0x0102_0304_0506_0708), NodeId(u64::MAX)];
-        let bytes: Vec<u8> = members.iter().flat_map(|m| m.0.to_le_bytes()).collect();
-        assert_eq!(
-            fingerprint(&members),
-            xxh3_64_with_seed(&bytes, FINGERPRINT_SEED)
-        );
-        assert_eq!(fingerprint(&[]), xxh3_64_with_seed(&[], FINGERPRINT_SEED));
     }
 }

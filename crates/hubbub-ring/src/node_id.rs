@@ -41,9 +41,7 @@ impl FromStr for NodeId {
         if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseNodeIdError);
         }
-        u64::from_str_radix(s, 16)
-            .map(NodeId)
-            .map_err(|_| ParseNodeIdError)
+        u64::from_str_radix(s, 16).map(NodeId).map_err(|_| ParseNodeIdError)
     }
 }
 

@@ -15,8 +15,8 @@ pub struct Ring {
 }
 
 /// Up to this many entries, [`Ring::preference_list`] keeps a sorted top-n
-/// while scanning; above, it ranks every member and selects.
-const INSERTION_MAX: usize = 8;
+/// on the stack while scanning; above, it ranks every member and selects.
+const FEW: usize = 8;
 
 impl Ring {
     /// A ring at epoch 0 over `members`, in any order, duplicates ignored.
@@ -36,11 +36,7 @@ impl Ring {
 
     fn at_epoch(members: Vec<NodeId>, epoch: u64) -> Ring {
         let fingerprint = hash::fingerprint(&members);
-        Ring {
-            members,
-            epoch,
-            fingerprint,
-        }
+        Ring { members, epoch, fingerprint }
     }
 
     /// How many member-set changes this ring has been through since
@@ -86,49 +82,59 @@ impl Ring {
         // `max_by_key` returns the last of equal maxima and members ascend, so
         // a tie goes to the larger id as in `preference_list`; comparing only
         // the score is faster than comparing `(score, id)` pairs.
-        self.members
-            .iter()
-            .copied()
-            .max_by_key(|&node| hash::score_hashed(key_hash, node))
+        self.members.iter().copied().max_by_key(|&node| hash::score_hashed(key_hash, node))
     }
 
     /// The first `n` nodes of the key's preference order (owner first, then
     /// replicas), `min(n, len)` long.
     pub fn preference_list(&self, key: &[u8], n: usize) -> Vec<NodeId> {
         let n = n.min(self.members.len());
-        if n == 0 {
-            return Vec::new();
-        }
         let key_hash = hash::key_hash(key);
-        let ranked = |node: NodeId| (hash::score_hashed(key_hash, node), node);
+        match n {
+            0 => Vec::new(),
+            1..=FEW => self.top_few(key_hash, n),
+            _ => self.top_many(key_hash, n),
+        }
+    }
 
-        let top: Vec<(u64, NodeId)> = if n <= INSERTION_MAX {
-            // A scan that keeps the best `n`, sorted descending: most members
-            // are rejected by one comparison with the current last place.
-            let mut top = Vec::with_capacity(n);
-            for &node in &self.members {
-                let candidate = ranked(node);
-                if top.len() == n {
-                    if candidate < top[n - 1] {
-                        continue;
-                    }
-                    top.pop();
-                }
-                let at = top.partition_point(|held| *held > candidate);
-                top.insert(at, candidate);
+    /// The best `n` (at most [`FEW`]) by insertion into a small sorted array,
+    /// comparing scores only: most members lose to the current last place in
+    /// one comparison, and nothing but the result is allocated.
+    fn top_few(&self, key_hash: u64, n: usize) -> Vec<NodeId> {
+        // Descending by score; the first `len` entries are filled.
+        let mut top = [(0_u64, NodeId(0)); FEW];
+        let mut len = 0;
+        for &node in &self.members {
+            let score = hash::score_hashed(key_hash, node);
+            if len < n {
+                len += 1;
+            } else if score < top[n - 1].0 {
+                continue;
             }
-            top
-        } else {
-            let mut all: Vec<_> = self.members.iter().map(|&node| ranked(node)).collect();
-            if n < all.len() {
-                all.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
-                all.truncate(n);
+            // Members ascend, so `<=` puts the larger id first on a tie, as
+            // the `(score, id)` order says.
+            let mut at = len - 1;
+            while at > 0 && top[at - 1].0 <= score {
+                top[at] = top[at - 1];
+                at -= 1;
             }
-            all.sort_unstable_by(|a, b| b.cmp(a));
-            all
-        };
-        // Collects in place: same alignment, smaller elements.
-        top.into_iter().map(|(_, node)| node).collect()
+            top[at] = (score, node);
+        }
+        top[..len].iter().map(|&(_, node)| node).collect()
+    }
+
+    /// The best `n` by ranking every member, selecting the first `n` and
+    /// sorting only those.
+    fn top_many(&self, key_hash: u64, n: usize) -> Vec<NodeId> {
+        let mut ranked: Vec<(u64, NodeId)> =
+            self.members.iter().map(|&node| (hash::score_hashed(key_hash, node), node)).collect();
+        let descending = |a: &(u64, NodeId), b: &(u64, NodeId)| b.cmp(a);
+        if n < ranked.len() {
+            ranked.select_nth_unstable_by(n - 1, descending);
+            ranked.truncate(n);
+        }
+        ranked.sort_unstable_by(descending);
+        ranked.into_iter().map(|(_, node)| node).collect()
     }
 
     /// Every member in preference order for `key`.
@@ -143,10 +149,7 @@ impl Ring {
             let absent = |id: &&NodeId| !other.contains(**id);
             ring.members.iter().filter(absent).copied().collect()
         };
-        RingDiff {
-            added: only_in(newer, self),
-            removed: only_in(self, newer),
-        }
+        RingDiff { added: only_in(newer, self), removed: only_in(self, newer) }
     }
 }
 

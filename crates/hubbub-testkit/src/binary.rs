@@ -30,9 +30,11 @@ pub fn hubbub_bin() -> PathBuf {
 }
 
 /// A `Command` for the `hubbub` binary whose environment has no `HUBBUB_*`
-/// variable, so the developer's shell cannot change what a test starts.
+/// variable, so the developer's shell cannot change what a test starts, and
+/// `NO_COLOR=1`, so logs read as plain text.
 pub fn hubbub_command() -> Command {
     let mut cmd = Command::new(hubbub_bin());
+    cmd.env("NO_COLOR", "1");
     for (key, _) in env::vars_os() {
         if key.to_string_lossy().starts_with("HUBBUB_") {
             cmd.env_remove(key);

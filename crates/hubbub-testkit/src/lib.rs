@@ -3,7 +3,8 @@
 //!
 //! - [`Node`] is one `hubbub node` child process started with [`NodeOpts`]:
 //!   ephemeral ports, a cluster key, seeds. Its stdout and stderr go to a log
-//!   file (printed when a test panics), and dropping it kills and reaps it.
+//!   file whose tail is printed when a test panics (set `HUBBUB_TEST_LOGS` to
+//!   a directory to keep every log), and dropping it kills and reaps it.
 //! - [`Cluster`] starts `n1..nN` (n1 is the seed), restarts nodes by name and
 //!   waits for convergence.
 //! - [`NodeApi`] is a blocking client for the debug API with typed views

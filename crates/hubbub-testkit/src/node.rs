@@ -118,6 +118,8 @@ impl Node {
         });
         assert_eq!(listening.event, "listening", "node {}: unexpected first line {line}", opts.name);
         assert_eq!(listening.name, opts.name, "node {}: listening line names another node", opts.name);
+        let ports = [listening.http.port(), listening.gossip.port(), listening.state.port()];
+        assert!(!ports.contains(&0), "node {}: listening line has port 0: {line}", opts.name);
         process.note(&format!("listening: {line}"));
         let api = NodeApi::new(listening.http);
         Node { process, listening, api, started_at: Instant::now() }

@@ -26,7 +26,8 @@ const STDOUT_BACKLOG: usize = 256;
 /// Dropping it SIGKILLs the process and whatever processes it started (found
 /// through `/proc`, by PID) and reaps it. When the drop happens while the test
 /// panics, the tail of the log is printed and the log file kept; otherwise
-/// the log file is removed.
+/// the log file is removed, unless `HUBBUB_TEST_LOGS` names where to keep
+/// logs.
 pub struct Process {
     label: String,
     child: Child,
@@ -44,8 +45,7 @@ impl Process {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let log_path = log_dir().join(format!("{label}-{seq}.log"));
-        let mut file =
-            File::create(&log_path).unwrap_or_else(|e| panic!("cannot create log {}: {e}", log_path.display()));
+        let mut file = create_log(&log_path);
         let _ = writeln!(file, "$ {cmd:?}");
         let log = Arc::new(Mutex::new(file));
 
@@ -200,23 +200,42 @@ impl Drop for Process {
                 self.log_tail(TAIL_LINES),
                 self.label
             );
-        } else {
+        } else if std::env::var_os(LOG_DIR_VAR).is_none() {
             let _ = fs::remove_file(&self.log_path);
+            // Fails while other logs are in it, which is what we want.
+            let _ = fs::remove_dir(log_dir());
         }
     }
 }
 
-/// The directory for process logs: `HUBBUB_TEST_LOGS` if set, else
-/// `$TMPDIR/hubbub-tests-<pid>`.
-pub(crate) fn log_dir() -> &'static Path {
+/// Names a directory to keep process logs in instead of the default.
+const LOG_DIR_VAR: &str = "HUBBUB_TEST_LOGS";
+
+/// The directory for process logs: `HUBBUB_TEST_LOGS` if set (every log is
+/// kept there), else `$TMPDIR/hubbub-tests-<pid>` (a log is kept only when
+/// its test panics, and the directory is removed once empty).
+fn log_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::var_os("HUBBUB_TEST_LOGS")
+        std::env::var_os(LOG_DIR_VAR)
             .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("hubbub-tests-{}", std::process::id())));
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create log dir {}: {e}", dir.display()));
-        dir
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("hubbub-tests-{}", std::process::id())))
     })
+}
+
+/// Creates a log file, and the log directory if needed: the last process to
+/// end removes our default directory, possibly between our create and open.
+fn create_log(path: &Path) -> File {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let _ = fs::create_dir_all(log_dir());
+        match File::create(path) {
+            Ok(file) => return file,
+            Err(e) if attempt < 5 && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot create log {}: {e}", path.display()),
+        }
+    }
 }
 
 /// Copies `from` line by line into `log` (each line after `prefix`) and,

@@ -57,7 +57,8 @@ fn usage_error(e: &ConfigError) -> ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 enum RunError {
@@ -128,6 +129,7 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
         cluster: cluster.clone(),
         started,
         version,
+        cluster_name: config.cluster.clone(),
         replication_factor: config.replication_factor,
         config_summary: summary,
     });

@@ -51,11 +51,7 @@ const MOVEMENT_KEYS: usize = 50_000;
 
 /// Keys that change owner between `before` and `after`, with both owners.
 fn moves(before: &Ring, after: &Ring, keys: &[Vec<u8>]) -> Vec<(NodeId, NodeId)> {
-    owners(before, keys)
-        .into_iter()
-        .zip(owners(after, keys))
-        .filter(|(old, new)| old != new)
-        .collect()
+    owners(before, keys).into_iter().zip(owners(after, keys)).filter(|(old, new)| old != new).collect()
 }
 
 /// The most a single change may move: 10 % over the mean share of one node.
@@ -72,11 +68,7 @@ fn join_moves_few_keys_and_only_to_the_new_node() {
         let after = before.with_members(nodes.iter().copied());
         let moved = moves(&before, &after, &keys);
         assert!(moved.iter().all(|&(_, new)| new == nodes[n]), "n={n}");
-        assert!(
-            moved.len() <= movement_limit(keys.len(), n),
-            "n={n}: {} keys moved",
-            moved.len()
-        );
+        assert!(moved.len() <= movement_limit(keys.len(), n), "n={n}: {} keys moved", moved.len());
     }
 }
 
@@ -97,11 +89,7 @@ fn leave_moves_only_the_leaving_nodes_keys() {
         let owned = before_owners.iter().filter(|&&o| o == busiest).count();
         assert_eq!(moved.len(), owned, "n={n}: exactly the leaver's keys move");
         assert!(moved.iter().all(|&(old, _)| old == busiest), "n={n}");
-        assert!(
-            moved.len() <= movement_limit(keys.len(), n),
-            "n={n}: {} keys moved",
-            moved.len()
-        );
+        assert!(moved.len() <= movement_limit(keys.len(), n), "n={n}: {} keys moved", moved.len());
     }
 }
 

@@ -43,17 +43,15 @@ fn fingerprints() {
     assert_eq!(Ring::new([]).fingerprint(), 0x69f4_e994_10e0_9b50);
     let ring = Ring::new(["n1", "n2", "n3"].map(NodeId::from_name));
     assert_eq!(ring.fingerprint(), 0x7bf1_0f35_a2c1_37b7);
+    // 400 bytes of input: XXH3's long-input path.
+    let ring = Ring::new(crate::named_nodes(50));
+    assert_eq!(ring.fingerprint(), 0xd311_a51b_95c7_64c6);
 }
 
 #[test]
 fn owners_and_preference_orders() {
     let ring = Ring::new(["n1", "n2", "n3", "n4", "n5"].map(NodeId::from_name));
-    let name = |id: NodeId| {
-        (1..=5)
-            .map(|i| format!("n{i}"))
-            .find(|n| NodeId::from_name(n) == id)
-            .expect("a member")
-    };
+    let name = |id: NodeId| (1..=5).map(|i| format!("n{i}")).find(|n| NodeId::from_name(n) == id).expect("a member");
     let cases = [
         (room_key("general"), ["n2", "n5", "n1", "n3", "n4"]),
         (room_key("random"), ["n1", "n4", "n3", "n5", "n2"]),

@@ -101,10 +101,7 @@ fn empty_ring_owns_nothing() {
 #[test]
 fn with_members_bumps_the_epoch_only_on_change() {
     let [a, b, c] = ["a", "b", "c"].map(NodeId::from_name);
-    let diff = |added: &[NodeId], removed: &[NodeId]| RingDiff {
-        added: added.to_vec(),
-        removed: removed.to_vec(),
-    };
+    let diff = |added: &[NodeId], removed: &[NodeId]| RingDiff { added: added.to_vec(), removed: removed.to_vec() };
     let ring = Ring::new([a, b]);
     assert_eq!(ring.epoch(), 0);
 
