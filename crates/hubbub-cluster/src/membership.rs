@@ -235,12 +235,9 @@ impl MembershipTask {
                 }
             }
             KIND_WHO_ARE_YOU if body.is_empty() && !self.left => {
-                let mut reply = vec![KIND_THIS_IS_ME];
-                match postcard::to_extend(self.foca.identity(), reply) {
-                    Ok(r) => reply = r,
-                    Err(_) => return,
+                if let Ok(reply) = postcard::to_extend(self.foca.identity(), vec![KIND_THIS_IS_ME]) {
+                    self.send_sealed(from, &reply).await;
                 }
-                self.send_sealed(from, &reply).await;
             }
             KIND_THIS_IS_ME => match postcard::from_bytes::<NodeIdentity>(body) {
                 Ok(id) if NodeIdentity::valid_name(&id.name) && id.id == NodeId::from_name(&id.name) => {
@@ -288,13 +285,7 @@ impl MembershipTask {
 
     /// Carries out what foca asked for, then publishes the membership.
     async fn drain(&mut self) {
-        let mut buf = Vec::with_capacity(1_500);
-        while let Some((dst, data)) = self.runtime.to_send() {
-            buf.clear();
-            buf.push(KIND_FOCA);
-            buf.extend_from_slice(&data);
-            self.send_sealed(dst.gossip, &buf).await;
-        }
+        self.flush_sends().await;
         let now = Instant::now();
         while let Some((delay, timer)) = self.runtime.to_schedule() {
             // The scheduler only stops at shutdown; a lost timer then is harmless.
@@ -335,14 +326,20 @@ impl MembershipTask {
             self.ask_seeds().await;
             // Sends queued by the renewal go out now; their own notifications
             // are picked up on the next turn.
-            while let Some((dst, data)) = self.runtime.to_send() {
-                buf.clear();
-                buf.push(KIND_FOCA);
-                buf.extend_from_slice(&data);
-                self.send_sealed(dst.gossip, &buf).await;
-            }
+            self.flush_sends().await;
         }
         self.publish();
+    }
+
+    /// Seals and sends every packet foca queued.
+    async fn flush_sends(&mut self) {
+        let mut buf = Vec::with_capacity(1_500);
+        while let Some((dst, data)) = self.runtime.to_send() {
+            buf.clear();
+            buf.push(KIND_FOCA);
+            buf.extend_from_slice(&data);
+            self.send_sealed(dst.gossip, &buf).await;
+        }
     }
 
     fn publish(&self) {
