@@ -9,8 +9,13 @@
 //! when it ends, passing or not (a failing test prints its nodes' log tails).
 
 mod bad_config;
+mod chat_bad_input;
+mod chat_ring_change;
+mod chat_routing;
+mod chat_util;
 mod convergence;
 mod dev_launcher;
 mod faults;
 mod hostile;
 mod observe;
+mod web_browser;

@@ -207,10 +207,16 @@ impl Cluster {
         self.state.set(&[(keys::CONNECTIONS, connections.to_string()), (keys::LOAD, format!("{load:.3}"))]).await;
     }
 
+    /// Marks this node draining in its gossiped state: clients and peers
+    /// move away from it.
+    pub async fn set_draining(&self) {
+        self.state.set(&[(keys::DRAINING, "true".to_owned())]).await;
+    }
+
     /// Leaves the SWIM cluster gracefully: peers mark this node down at once
     /// instead of after a failure detection. Marks the node draining first.
     pub async fn leave(&self) {
-        self.state.set(&[(keys::DRAINING, "true".to_owned())]).await;
+        self.set_draining().await;
         let (tx, rx) = oneshot::channel();
         if self.inputs.send(Input::Leave(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;

@@ -18,13 +18,17 @@
 //!
 //! A link that breaks is reported to membership as a hint (it gossips sooner);
 //! it never declares a node dead: only foca does that. Dialers retry with
-//! jittered exponential backoff for as long as foca says the peer is active.
+//! jittered exponential backoff for as long as foca says the peer is active;
+//! a link to a peer that left is not cut but ends when the peer closes it, so
+//! the frames it sent while leaving (room handoffs, deliveries) arrive.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use hubbub_proto::chat::ChatFrame;
 use hubbub_proto::link::{self, LinkFrame, MAX_FRAME_LEN, NONCE_LEN};
 use hubbub_ring::NodeId;
 use rand::RngExt;
@@ -52,8 +56,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Frames queued for a peer before senders see back-pressure.
-const OUTBOX: usize = 1_024;
+/// Frames written to a link before one flush.
+const BATCH: usize = 64;
 
 /// WebSocket limits for links: bounded frames and write buffer (tungstenite's
 /// defaults allow 64 MiB messages and an unbounded write buffer).
@@ -85,10 +89,23 @@ struct Entry {
     info: LinkInfo,
     serial: u64,
     stop: CancellationToken,
-    // The outbox of the link; chat routing (a later layer) sends through it.
-    #[allow(dead_code)]
-    outbox: mpsc::Sender<LinkFrame>,
 }
+
+/// Encoded frames waiting for a peer. It outlives link sessions: a frame
+/// queued while the link is down or being replaced goes out on the next one,
+/// in order.
+///
+/// Unbounded because the backplane queues frames while holding its state
+/// lock and must not wait; what bounds it is that every frame answers a
+/// client request bounded per connection (`max_in_flight`, the send-queue
+/// limit), and the queue of a peer that leaves the membership is dropped.
+struct PeerQueue {
+    tx: mpsc::UnboundedSender<Bytes>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Bytes>>>,
+}
+
+/// Where chat frames received on links go.
+pub type ChatInbox = mpsc::Sender<(NodeId, ChatFrame)>;
 
 /// The links of this node.
 pub struct Links {
@@ -98,8 +115,17 @@ pub struct Links {
     counters: Arc<Counters>,
     hints: mpsc::Sender<Input>,
     table: Mutex<HashMap<NodeId, Entry>>,
+    queues: Mutex<HashMap<NodeId, PeerQueue>>,
+    chat: std::sync::OnceLock<ChatInbox>,
     serial: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
+}
+
+impl PeerQueue {
+    fn new() -> PeerQueue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        PeerQueue { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -143,9 +169,35 @@ impl Links {
             counters,
             hints,
             table: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            chat: std::sync::OnceLock::new(),
             serial: Default::default(),
             shutdown,
         })
+    }
+
+    /// Sets where received chat frames go (once; later calls are ignored).
+    pub fn set_chat_inbox(&self, inbox: ChatInbox) {
+        let _ = self.chat.set(inbox);
+    }
+
+    /// Queues an encoded frame for `peer` without waiting. It is sent when a
+    /// link to `peer` is up, in the order queued.
+    pub fn send(&self, peer: NodeId, frame: Bytes) {
+        let mut queues = self.queues.lock().expect("links mutex poisoned");
+        let queue = queues.entry(peer).or_insert_with(PeerQueue::new);
+        // The receiver lives in the same entry, so the send cannot fail.
+        let _ = queue.tx.send(frame);
+    }
+
+    fn queue_rx(&self, peer: NodeId) -> Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Bytes>>> {
+        let mut queues = self.queues.lock().expect("links mutex poisoned");
+        queues.entry(peer).or_insert_with(PeerQueue::new).rx.clone()
+    }
+
+    /// Drops the queues of peers that are no longer active members.
+    fn prune_queues(&self, active: &std::collections::HashSet<NodeId>) {
+        self.queues.lock().expect("links mutex poisoned").retain(|peer, _| active.contains(peer));
     }
 
     /// Established links, sorted by peer name.
@@ -228,15 +280,11 @@ impl Links {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let (outbox, mut rx) = mpsc::channel(OUTBOX);
         let stop = self.shutdown.child_token();
         let serial = self.serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let info = LinkInfo { node_id: peer.to_string(), name: name.clone(), direction, established_unix_ms: now_ms() };
-        if let Some(old) = self
-            .table
-            .lock()
-            .expect("links mutex poisoned")
-            .insert(peer, Entry { info, serial, stop: stop.clone(), outbox })
+        if let Some(old) =
+            self.table.lock().expect("links mutex poisoned").insert(peer, Entry { info, serial, stop: stop.clone() })
         {
             // A newer connection for the same pair replaces the old one.
             old.stop.cancel();
@@ -244,15 +292,26 @@ impl Links {
         bump(&self.counters.links_established);
         info!(peer = %name, ?direction, "node link up");
 
+        // The replaced session (if any) releases the queue when it stops.
+        let queue = self.queue_rx(peer);
+        let mut rx = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            rx = queue.lock_owned() => rx,
+        };
+        let mut queue_open = true;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut last_heard = tokio::time::Instant::now();
         let result: Result<(), LinkError> = loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break Ok(()),
-                frame = rx.recv() => match frame {
-                    Some(f) => if let Err(e) = send(&mut ws, &f).await { break Err(e) },
-                    None => break Ok(()),
+                frame = rx.recv(), if queue_open => match frame {
+                    Some(f) => if let Err(e) = send_batch(&mut ws, f, &mut rx).await { break Err(e) },
+                    // The peer left the membership and its queue was dropped:
+                    // nothing more goes out, but what it still sends is read
+                    // until it closes the link or the link idles out.
+                    None => queue_open = false,
                 },
                 msg = ws.next() => match msg {
                     Some(Ok(Message::Binary(bytes))) => {
@@ -262,6 +321,10 @@ impl Links {
                                 if let Err(e) = send(&mut ws, &LinkFrame::Pong { at_ms }).await { break Err(e) }
                             }
                             Ok(LinkFrame::Pong { .. }) => {}
+                            Ok(LinkFrame::Chat(frame)) => match self.chat.get() {
+                                Some(inbox) => if inbox.send((peer, frame)).await.is_err() { break Ok(()) },
+                                None => debug!(peer = %name, "chat frame before the backplane started"),
+                            },
                             Ok(other) => debug!(peer = %name, frame = ?other, "unexpected frame after handshake"),
                             Err(e) => break Err(e.into()),
                         }
@@ -303,6 +366,7 @@ impl Links {
         let mut dialers: HashMap<NodeId, (u64, CancellationToken)> = HashMap::new();
         loop {
             let current = view.borrow_and_update().clone();
+            self.prune_queues(&current.active().map(|m| m.identity.id).collect());
             let wanted: HashMap<NodeId, _> = current
                 .active()
                 .filter(|m| !m.is_self && m.identity.id > self.me)
@@ -354,10 +418,12 @@ impl Links {
             match connected {
                 Ok((ws, peer_name)) => {
                     backoff = BACKOFF_MIN;
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return,
-                        _ = self.run_session(ws, peer, peer_name, Direction::Outbound) => {}
+                    // A peer that leaves still flushes what it sent: the session
+                    // runs until the peer closes it (or it idles out), and only
+                    // redialing stops once membership no longer wants the peer.
+                    self.run_session(ws, peer, peer_name, Direction::Outbound).await;
+                    if stop.is_cancelled() {
+                        return;
                     }
                 }
                 Err(e) => {
@@ -386,6 +452,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     ws.send(Message::Binary(link::encode(frame).into())).await?;
+    Ok(())
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then
+/// flushes once.
+async fn send_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    first: Bytes,
+    rx: &mut mpsc::UnboundedReceiver<Bytes>,
+) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    ws.feed(Message::Binary(first)).await?;
+    for _ in 1..BATCH {
+        match rx.try_recv() {
+            Ok(f) => ws.feed(Message::Binary(f)).await?,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await?;
     Ok(())
 }
 

@@ -123,6 +123,12 @@ pub(crate) async fn node(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Val
             "max_packet_size": foca.max_packet_size.get(),
         },
         "links": gw.cluster.links().list(),
+        "chat": gw.backplane.core().counters(),
         "counters": gw.cluster.counters(),
     }))
+}
+
+pub(crate) async fn rooms(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let (held, local) = gw.backplane.core().rooms();
+    Json(json!({ "held": held, "local": local }))
 }

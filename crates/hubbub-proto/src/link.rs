@@ -12,6 +12,8 @@
 //! (acceptor → dialer). Only then are other frames accepted.
 
 use hubbub_ring::NodeId;
+
+use crate::chat::ChatFrame;
 use serde::{Deserialize, Serialize};
 
 /// First two bytes of every link frame: ASCII "HB".
@@ -44,6 +46,8 @@ pub enum LinkFrame {
     Ping { at_ms: u64 },
     /// Answer to `Ping`.
     Pong { at_ms: u64 },
+    /// Chat routing between nodes (see [`crate::chat`]).
+    Chat(ChatFrame),
 }
 
 /// Why a received link frame could not be decoded. No state changed.
@@ -104,6 +108,23 @@ mod tests {
             any::<[u8; MAC_LEN]>().prop_map(|mac| LinkFrame::AuthOk { mac }),
             any::<u64>().prop_map(|at_ms| LinkFrame::Ping { at_ms }),
             any::<u64>().prop_map(|at_ms| LinkFrame::Pong { at_ms }),
+            (any::<u64>(), any::<u64>(), "[a-z0-9]{1,64}", ".{0,64}", ".{0,300}").prop_map(
+                |(req, origin, room, id, body)| LinkFrame::Chat(ChatFrame::Publish {
+                    req,
+                    origin: NodeId(origin),
+                    room,
+                    from: "ann".into(),
+                    id,
+                    body,
+                    hops: 1
+                })
+            ),
+            (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..8)).prop_map(|(next_seq, nodes)| {
+                LinkFrame::Chat(ChatFrame::Handoff {
+                    room: "r".into(),
+                    state: crate::chat::RoomState { next_seq, nodes: nodes.into_iter().map(NodeId).collect() },
+                })
+            }),
         ]
     }
 

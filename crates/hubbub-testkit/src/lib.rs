@@ -11,6 +11,8 @@
 //!   ([`MembersView`], [`RingView`], [`NodeInfo`]).
 //! - [`wait_until`] polls a check until it passes or a deadline expires; tests
 //!   wait for conditions this way, never with fixed sleeps.
+//! - [`browser`] drives headless chromium over the DevTools protocol, for
+//!   tests of the web client.
 //! - [`Process`] and [`run_to_exit`] are the lower level: any command, e.g.
 //!   `hubbub dev` or a node that is expected to refuse its configuration.
 //!
@@ -19,6 +21,7 @@
 
 mod api;
 mod binary;
+pub mod browser;
 mod cluster;
 mod node;
 mod ports;

@@ -64,6 +64,22 @@ pub(crate) struct NodeArgs {
     /// WebSocket URL advertised to clients [default: ws://ADVERTISE:PORT/ws].
     #[arg(long, env = "HUBBUB_WS_URL", value_name = "URL")]
     pub(crate) ws_url: Option<String>,
+    /// Largest message body in bytes; frames over 4× this close the
+    /// connection [default: 65536].
+    #[arg(long, env = "HUBBUB_MAX_BODY", value_name = "BYTES")]
+    pub(crate) max_body: Option<String>,
+    /// A client must say hello within this [default: 10000].
+    #[arg(long, env = "HUBBUB_HELLO_TIMEOUT_MS", value_name = "MS")]
+    pub(crate) hello_timeout_ms: Option<String>,
+    /// Bytes queued for one client before it is closed as slow [default: 1048576].
+    #[arg(long, env = "HUBBUB_CLIENT_QUEUE_BYTES", value_name = "BYTES")]
+    pub(crate) client_queue_bytes: Option<String>,
+    /// Sends one client may have unanswered before it is closed [default: 1024].
+    #[arg(long, env = "HUBBUB_MAX_IN_FLIGHT", value_name = "N")]
+    pub(crate) max_in_flight: Option<String>,
+    /// Rooms one connection may join [default: 128].
+    #[arg(long, env = "HUBBUB_MAX_ROOMS", value_name = "N")]
+    pub(crate) max_rooms: Option<String>,
 }
 
 /// The TOML file. Unknown keys are refused.
@@ -81,6 +97,11 @@ struct FileConfig {
     insecure: Option<bool>,
     replication_factor: Option<usize>,
     ws_url: Option<String>,
+    max_body: Option<u64>,
+    hello_timeout_ms: Option<u64>,
+    client_queue_bytes: Option<u64>,
+    max_in_flight: Option<u64>,
+    max_rooms: Option<u64>,
     #[serde(default)]
     membership: MembershipConfig,
 }
@@ -134,7 +155,37 @@ pub(crate) struct NodeConfig {
     pub(crate) keyring: Keyring,
     pub(crate) replication_factor: usize,
     pub(crate) ws_url: Option<String>,
+    pub(crate) chat: ChatConfig,
     pub(crate) membership: MembershipConfig,
+}
+
+/// Client-facing limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct ChatConfig {
+    pub(crate) max_body: usize,
+    pub(crate) hello_timeout_ms: u64,
+    pub(crate) client_queue_bytes: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_rooms: usize,
+}
+
+/// A whole number from a flag (text) or the file, within `range`.
+fn number(
+    setting: &str,
+    flag: Option<String>,
+    file: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let value = match (flag, file) {
+        (Some(v), _) => v.trim().parse::<u64>().map_err(|_| err(setting, format!("{v:?} is not a whole number")))?,
+        (None, Some(v)) => v,
+        (None, None) => default,
+    };
+    if !range.contains(&value) {
+        return Err(err(setting, format!("{value} is outside {}..={}", range.start(), range.end())));
+    }
+    Ok(value)
 }
 
 fn parse_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -256,6 +307,27 @@ impl NodeConfig {
             return Err(err("ws_url", format!("{url:?} must start with ws:// or wss://")));
         }
 
+        let chat = ChatConfig {
+            max_body: number("max_body", args.max_body, file.max_body, 65_536, 64..=16 << 20)? as usize,
+            hello_timeout_ms: number(
+                "hello_timeout_ms",
+                args.hello_timeout_ms,
+                file.hello_timeout_ms,
+                10_000,
+                100..=600_000,
+            )?,
+            client_queue_bytes: number(
+                "client_queue_bytes",
+                args.client_queue_bytes,
+                file.client_queue_bytes,
+                1 << 20,
+                4_096..=1 << 30,
+            )? as usize,
+            max_in_flight: number("max_in_flight", args.max_in_flight, file.max_in_flight, 1_024, 1..=1_000_000)?
+                as usize,
+            max_rooms: number("max_rooms", args.max_rooms, file.max_rooms, 128, 1..=100_000)? as usize,
+        };
+
         let membership = file.membership;
         membership.to_foca().map_err(|e| err(&format!("membership.{}", e.setting), e.reason))?;
 
@@ -270,6 +342,7 @@ impl NodeConfig {
             keyring,
             replication_factor,
             ws_url,
+            chat,
             membership,
         })
     }
@@ -306,6 +379,7 @@ impl NodeConfig {
             "key_ids": self.keyring.key_ids(),
             "replication_factor": self.replication_factor,
             "ws_url": self.ws_url,
+            "chat": self.chat,
             "membership": self.membership,
         })
     }

@@ -2,11 +2,13 @@
 //!
 //! - `hubbub node ...` runs one node ([`node`], settings in [`config`]);
 //! - `hubbub dev --nodes N` runs N nodes as separate processes on loopback
-//!   ([`dev`]).
+//!   ([`dev`]);
+//! - `hubbub bot --url URL` runs a chat bot on one connection ([`bot`]).
 //!
 //! This binary is the only place that wires components together, owns the
 //! signal handling and the shutdown order, and uses `anyhow`.
 
+mod bot;
 mod config;
 mod dev;
 mod load;
@@ -29,6 +31,8 @@ enum Command {
     Node(Box<config::NodeArgs>),
     /// Run a local cluster of separate node processes on loopback.
     Dev(dev::DevArgs),
+    /// Run a chat bot on one connection: echo, scripted replies or a steady message rate.
+    Bot(bot::BotArgs),
 }
 
 /// Exit code for a refused setting or command line.
@@ -53,5 +57,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Node(args) => node::main(*args),
         Command::Dev(args) => dev::main(args),
+        Command::Bot(args) => bot::main(args),
     }
 }

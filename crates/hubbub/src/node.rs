@@ -2,9 +2,12 @@
 //!
 //! Start: validate settings → bind the HTTP listener → start the cluster
 //! (binds the gossip sockets) → print the `listening` line → serve.
-//! SIGTERM or ctrl-c: leave the cluster gracefully (peers see the node go at
-//! once) → stop accepting and finish HTTP requests → stop cluster tasks,
-//! each step bounded in time, well inside a 30 s orchestrator grace period.
+//! SIGTERM or ctrl-c: mark the node draining → close client connections
+//! (1001, they reconnect elsewhere) and refuse new ones → hand every room
+//! this node holds to its next owner and wait for the acknowledgements →
+//! leave the cluster (peers see the node go at once) → keep forwarding late
+//! frames briefly → stop HTTP and every task. Each step is bounded in time,
+//! well inside a 30 s orchestrator grace period.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,10 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hubbub_backplane::{Backplane, CoreLimits};
 use hubbub_cluster::{Cluster, ClusterConfig};
-use hubbub_gateway::Gateway;
+use hubbub_gateway::{ChatSettings, Gateway};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, NodeArgs, NodeConfig};
@@ -25,6 +30,9 @@ use crate::load::LoadMeter;
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Bound on each shutdown step.
 const SHUTDOWN_STEP: Duration = Duration::from_secs(3);
+/// After leaving, frames peers sent before they saw the leave are still
+/// forwarded to the rooms' new owners for this long.
+const LEAVE_LINGER: Duration = Duration::from_millis(500);
 
 pub(crate) fn main(args: NodeArgs) -> ExitCode {
     let config = match NodeConfig::load(args) {
@@ -123,7 +131,15 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     info!(name = %me.name, node_id = %me.id, http = %http_advertise, gossip = %cluster.gossip_addr(), "node started");
 
     let shutdown = CancellationToken::new();
-    let status = tokio::spawn(publish_status(cluster.clone(), shutdown.clone()));
+    let tasks = TaskTracker::new();
+    let limits = CoreLimits {
+        max_rooms: config.chat.max_rooms,
+        max_in_flight: config.chat.max_in_flight,
+        ..CoreLimits::default()
+    };
+    let backplane = Backplane::start(&cluster, limits, &tasks, shutdown.clone());
+    let status = tokio::spawn(publish_status(cluster.clone(), backplane.clone(), shutdown.clone()));
+    let clients_stop = CancellationToken::new();
 
     let gateway = Arc::new(Gateway {
         cluster: cluster.clone(),
@@ -132,14 +148,36 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
         cluster_name: config.cluster.clone(),
         replication_factor: config.replication_factor,
         config_summary: summary,
+        backplane: backplane.clone(),
+        chat: ChatSettings {
+            limits: hubbub_proto::client::Limits { max_body: config.chat.max_body },
+            hello_timeout: Duration::from_millis(config.chat.hello_timeout_ms),
+            client_queue_bytes: config.chat.client_queue_bytes,
+        },
+        clients_stop: clients_stop.clone(),
+        next_conn: Default::default(),
     });
     let app = hubbub_gateway::router(gateway);
     let http_stop = shutdown.clone();
     let server = tokio::spawn(async move { hubbub_gateway::serve(listener, app, http_stop).await });
 
     wait_for_signal().await;
-    info!("shutting down: leaving the cluster");
+    info!("draining: closing client connections");
+    cluster.set_draining().await;
+    clients_stop.cancel();
+    let closed = wait_for(SHUTDOWN_STEP, || backplane.core().connections() == 0).await;
+    if !closed {
+        warn!("client connections still open after {SHUTDOWN_STEP:?}");
+    }
+    let unacked = backplane.drain(SHUTDOWN_STEP).await;
+    if unacked > 0 {
+        warn!(unacked, "rooms handed off without acknowledgement");
+    } else {
+        info!("rooms handed off");
+    }
+    info!("leaving the cluster");
     let _ = tokio::time::timeout(SHUTDOWN_STEP, cluster.leave()).await;
+    tokio::time::sleep(LEAVE_LINGER).await;
     shutdown.cancel();
     match tokio::time::timeout(SHUTDOWN_STEP, server).await {
         Ok(Ok(Ok(()))) => {}
@@ -148,22 +186,39 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
         Err(_) => warn!("HTTP connections still open after {SHUTDOWN_STEP:?}; closing them"),
     }
     let _ = status.await;
+    tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, tasks.wait()).await;
     cluster.shutdown(SHUTDOWN_STEP).await;
     info!("stopped");
     Ok(())
 }
 
-/// Republishes load (and, once chat exists, connection count) in node state.
-async fn publish_status(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+/// Republishes load and connection count in node state.
+async fn publish_status(cluster: Arc<Cluster>, backplane: Arc<Backplane>, shutdown: CancellationToken) {
     let mut meter = LoadMeter::new();
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => cluster.set_status(0, meter.sample()).await,
+            _ = tick.tick() => {
+                let connections = backplane.core().connections() as u64;
+                cluster.set_status(connections, meter.sample()).await;
+            }
         }
     }
+}
+
+/// Polls `done` until it holds or `timeout` passes; returns whether it held.
+async fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 async fn wait_for_signal() {

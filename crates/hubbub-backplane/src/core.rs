@@ -1,0 +1,505 @@
+//! The backplane's state machine: no sockets, no clock, no tasks.
+//!
+//! [`Core`] is fed client requests (from this node's WebSocket sessions),
+//! chat frames (from peers), ring changes and ticks, each with the current
+//! time in milliseconds. It answers clients through their [`ConnSink`] and
+//! peers through a [`PeerSink`], both non-blocking, so the driver can call
+//! it under one short-held mutex. Frames a node addresses to itself are
+//! queued and handled before the entry point returns, in order.
+//!
+//! Owner side ([`crate::owner`]): rooms this node holds, the user directory
+//! for users it owns, claims and handoffs. Local side ([`crate::local`]):
+//! connections, local room subscriptions with their reorder buffers, pending
+//! acks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hubbub_proto::chat::{ChatFrame, RoomState};
+use hubbub_proto::client::{CloseCode, ServerMsg};
+use hubbub_proto::link::{self, LinkFrame};
+use hubbub_ring::{NodeId, Ring};
+use serde::Serialize;
+
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as Text;
+
+/// A client connection's id, unique within the node.
+pub type ConnId = u64;
+
+/// Where a connection's outgoing frames go. Implemented by the gateway's
+/// session; `push` must not block.
+pub trait ConnSink: Send + Sync {
+    /// Queues one text frame. `false`: the queue is over its limit; the sink
+    /// has started closing the connection as a slow consumer.
+    fn push(&self, text: Text) -> bool;
+    /// Closes the connection with `code` (after what is already queued).
+    fn close(&self, code: CloseCode);
+}
+
+/// Where frames for peers go: the node links. Must not block; frames to one
+/// peer must be sent in the order given.
+pub trait PeerSink: Send {
+    fn send(&self, peer: NodeId, frame: Bytes);
+}
+
+/// Limits the core enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreLimits {
+    /// Rooms one connection may join.
+    pub max_rooms: usize,
+    /// Sends (send, direct, broadcast) one connection may have unanswered.
+    pub max_in_flight: usize,
+    /// How long a request waits for the owner before failing as unavailable.
+    pub request_timeout_ms: u64,
+    /// How long a gap in a room's seqs is waited on before skipping it.
+    pub gap_timeout_ms: u64,
+}
+
+impl Default for CoreLimits {
+    fn default() -> Self {
+        CoreLimits { max_rooms: 128, max_in_flight: 1_024, request_timeout_ms: 5_000, gap_timeout_ms: 2_000 }
+    }
+}
+
+/// How long a "moved to" note is kept for forwarding late frames.
+pub(crate) const MOVED_TTL_MS: u64 = 60_000;
+/// Out-of-order deliveries kept per local room while waiting for a gap.
+pub(crate) const REORDER_LIMIT: usize = 10_000;
+/// Longest a frame from a peer outside the ring waits for the view.
+pub(crate) const PARKED_MS: u64 = 2_000;
+/// Frames parked at most; beyond, they are handled at once.
+pub(crate) const PARKED_LIMIT: usize = 100_000;
+/// How often a pending subscription or claim is retried.
+pub(crate) const RETRY_MS: u64 = 1_000;
+
+/// Counters for operators (`/debug/node` → `chat`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChatCounters {
+    pub connections: u64,
+    pub rooms_held: u64,
+    pub rooms_local: u64,
+    pub published: u64,
+    pub delivered_frames: u64,
+    pub forwarded: u64,
+    pub handoffs_sent: u64,
+    pub handoffs_received: u64,
+    pub claims_sent: u64,
+    pub duplicates_dropped: u64,
+    pub gaps_skipped: u64,
+    pub requests_timed_out: u64,
+    pub slow_consumers_closed: u64,
+    pub floods_closed: u64,
+    pub peer_frames_refused: u64,
+}
+
+pub(crate) struct Conn {
+    pub(crate) user: String,
+    pub(crate) rooms: HashSet<String>,
+    pub(crate) sink: Arc<dyn ConnSink>,
+    pub(crate) in_flight: usize,
+    /// Closing (slow consumer or flood): receives nothing more.
+    pub(crate) closing: bool,
+}
+
+pub(crate) enum SubState {
+    /// Subscribe sent; connections waiting for `joined`, since when.
+    Pending {
+        waiters: Vec<ConnId>,
+        since_ms: u64,
+        retried_ms: u64,
+    },
+    Active,
+}
+
+pub(crate) struct LocalRoom {
+    pub(crate) subscribers: BTreeSet<ConnId>,
+    pub(crate) last_seq: u64,
+    pub(crate) state: SubState,
+    /// Deliveries that arrived ahead of `last_seq + 1`.
+    pub(crate) reorder: BTreeMap<u64, Text>,
+    pub(crate) gap_since_ms: Option<u64>,
+    /// The owner the subscription was last sent to.
+    pub(crate) owner: NodeId,
+}
+
+pub(crate) struct LocalUser {
+    pub(crate) conns: BTreeSet<ConnId>,
+    /// The owner `UserOnline` was last sent to.
+    pub(crate) owner: NodeId,
+}
+
+pub(crate) enum PendingKind {
+    Room,
+    Direct,
+}
+
+pub(crate) struct Pending {
+    pub(crate) conn: ConnId,
+    pub(crate) id: String,
+    pub(crate) kind: PendingKind,
+    pub(crate) since_ms: u64,
+}
+
+pub(crate) struct Held {
+    pub(crate) next_seq: u64,
+    pub(crate) nodes: BTreeSet<NodeId>,
+}
+
+impl Held {
+    pub(crate) fn state(&self) -> RoomState {
+        RoomState { next_seq: self.next_seq, nodes: self.nodes.iter().copied().collect() }
+    }
+}
+
+/// Where a room went from this node.
+pub(crate) struct Moved {
+    pub(crate) to: NodeId,
+    /// The room's state was sent to `to` (else `to` only claimed it when
+    /// this node knew nothing of it).
+    pub(crate) sent: bool,
+    pub(crate) at: u64,
+}
+
+pub(crate) struct Claiming {
+    pub(crate) target: NodeId,
+    pub(crate) buffered: Vec<(NodeId, ChatFrame)>,
+    pub(crate) since_ms: u64,
+    pub(crate) hops: u8,
+}
+
+/// Where a room's requests go from this node.
+pub(crate) enum Route {
+    Held,
+    Forward(NodeId),
+    Buffer,
+}
+
+/// One room this node holds, for `/debug/rooms`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldRoom {
+    pub room: String,
+    pub next_seq: u64,
+    pub nodes: Vec<String>,
+}
+
+/// One room with local subscribers, for `/debug/rooms`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LocalRoomInfo {
+    pub room: String,
+    pub last_seq: u64,
+    pub subscribers: usize,
+    pub owner: String,
+    pub pending: bool,
+}
+
+/// The backplane state machine. See the module docs.
+pub struct Core {
+    pub(crate) me: NodeId,
+    pub(crate) ring: Ring,
+    /// Members that announced they are leaving: never chosen as owners.
+    pub(crate) leaving: HashSet<NodeId>,
+    /// This node is draining: it owns nothing.
+    pub(crate) draining: bool,
+    pub(crate) limits: CoreLimits,
+    pub(crate) peers: Box<dyn PeerSink>,
+    pub(crate) next_req: u64,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) local_rooms: HashMap<String, LocalRoom>,
+    pub(crate) local_users: HashMap<String, LocalUser>,
+    pub(crate) pending: HashMap<u64, Pending>,
+    pub(crate) held: HashMap<String, Held>,
+    pub(crate) moved: HashMap<String, Moved>,
+    pub(crate) claiming: HashMap<String, Claiming>,
+    pub(crate) unacked_handoffs: HashMap<String, NodeId>,
+    pub(crate) user_dir: HashMap<String, BTreeSet<NodeId>>,
+    pub(crate) counters: ChatCounters,
+    /// Frames this node sent to itself, handled before an entry point returns.
+    pub(crate) loopback: VecDeque<ChatFrame>,
+    /// Frames from peers this node's ring does not know yet, with arrival time.
+    pub(crate) parked: Vec<(NodeId, ChatFrame, u64)>,
+}
+
+pub(crate) fn text(msg: &ServerMsg) -> Text {
+    Text::from(serde_json::to_string(msg).expect("server frames always serialize"))
+}
+
+pub(crate) fn encode(frame: ChatFrame) -> Bytes {
+    Bytes::from(link::encode(&LinkFrame::Chat(frame)))
+}
+
+impl Core {
+    pub fn new(me: NodeId, limits: CoreLimits, peers: Box<dyn PeerSink>) -> Core {
+        Core {
+            me,
+            ring: Ring::new([me]),
+            leaving: HashSet::new(),
+            draining: false,
+            limits,
+            peers,
+            next_req: 1,
+            conns: HashMap::new(),
+            local_rooms: HashMap::new(),
+            local_users: HashMap::new(),
+            pending: HashMap::new(),
+            held: HashMap::new(),
+            moved: HashMap::new(),
+            claiming: HashMap::new(),
+            unacked_handoffs: HashMap::new(),
+            user_dir: HashMap::new(),
+            counters: ChatCounters::default(),
+            loopback: VecDeque::new(),
+            parked: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// Counters, with the gauges filled in.
+    pub fn counters(&self) -> ChatCounters {
+        let mut c = self.counters.clone();
+        c.connections = self.conns.len() as u64;
+        c.rooms_held = self.held.len() as u64;
+        c.rooms_local = self.local_rooms.len() as u64;
+        c
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Rooms held here and rooms with local subscribers, sorted by name.
+    pub fn rooms(&self) -> (Vec<HeldRoom>, Vec<LocalRoomInfo>) {
+        let mut held: Vec<HeldRoom> = self
+            .held
+            .iter()
+            .map(|(room, h)| HeldRoom {
+                room: room.clone(),
+                next_seq: h.next_seq,
+                nodes: h.nodes.iter().map(|n| n.to_string()).collect(),
+            })
+            .collect();
+        held.sort_by(|a, b| a.room.cmp(&b.room));
+        let mut local: Vec<LocalRoomInfo> = self
+            .local_rooms
+            .iter()
+            .map(|(room, r)| LocalRoomInfo {
+                room: room.clone(),
+                last_seq: r.last_seq,
+                subscribers: r.subscribers.len(),
+                owner: r.owner.to_string(),
+                pending: matches!(r.state, SubState::Pending { .. }),
+            })
+            .collect();
+        local.sort_by(|a, b| a.room.cmp(&b.room));
+        (held, local)
+    }
+
+    /// Handoffs sent and not yet acknowledged (draining waits for zero).
+    pub fn unacked_handoffs(&self) -> usize {
+        self.unacked_handoffs.len()
+    }
+
+    /// The owner of `key`: the first node of its preference order that is
+    /// neither leaving nor (when draining) this node.
+    pub(crate) fn owner_of(&self, key: &[u8]) -> NodeId {
+        let excluded = |n: NodeId| self.leaving.contains(&n) || (self.draining && n == self.me);
+        match self.ring.owner(key) {
+            Some(n) if !excluded(n) => n,
+            _ => self.ring.preference_order(key).into_iter().find(|n| !excluded(*n)).unwrap_or(self.me),
+        }
+    }
+
+    /// Sends `frame` to `peer`, or queues it for this node.
+    pub(crate) fn route(&mut self, peer: NodeId, frame: ChatFrame) {
+        if peer == self.me {
+            self.loopback.push_back(frame);
+        } else {
+            self.peers.send(peer, encode(frame));
+        }
+    }
+
+    /// Handles frames this node sent to itself.
+    pub(crate) fn run_loopback(&mut self, now: u64) {
+        while let Some(frame) = self.loopback.pop_front() {
+            self.handle_frame(self.me, frame, now);
+        }
+    }
+
+    /// A chat frame from `from` (a peer, or this node through the loopback).
+    ///
+    /// A request from a peer that is not in this node's ring yet means this
+    /// node's view is behind the sender's (a node that just joined). Routing
+    /// it on a partial ring could create a room that exists elsewhere, so
+    /// the request waits for the next view, or [`PARKED_MS`] at most.
+    /// Answers and deliveries never wait: they do not depend on the ring,
+    /// and a node that just left still delivers what it sequenced.
+    pub fn on_frame(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
+        let needs_ring = matches!(
+            frame,
+            ChatFrame::Publish { .. }
+                | ChatFrame::Subscribe { .. }
+                | ChatFrame::Unsubscribe { .. }
+                | ChatFrame::Claim { .. }
+                | ChatFrame::Direct { .. }
+        );
+        if needs_ring && from != self.me && !self.ring.contains(from) && self.parked.len() < PARKED_LIMIT {
+            self.parked.push((from, frame, now));
+            return;
+        }
+        self.handle_frame(from, frame, now);
+        self.run_loopback(now);
+    }
+
+    /// Handles parked frames whose sender is in the ring now, or that waited
+    /// long enough.
+    fn unpark(&mut self, now: u64) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for (from, frame, since) in parked {
+            if self.ring.contains(from) || now.saturating_sub(since) >= PARKED_MS {
+                self.handle_frame(from, frame, now);
+            } else {
+                self.parked.push((from, frame, since));
+            }
+        }
+        self.run_loopback(now);
+    }
+
+    pub(crate) fn handle_frame(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
+        match frame {
+            ChatFrame::Publish { .. } => self.on_publish(from, frame, now),
+            ChatFrame::Subscribe { .. } | ChatFrame::Unsubscribe { .. } => self.on_subscription(from, frame, now),
+            ChatFrame::Claim { room } => self.on_claim(from, room, now),
+            ChatFrame::ClaimReply { room, answer } => self.on_claim_reply(from, room, answer, now),
+            ChatFrame::Handoff { room, state } => self.on_handoff(from, room, state, now),
+            ChatFrame::HandoffAck { room } => {
+                if self.unacked_handoffs.get(&room) == Some(&from) {
+                    self.unacked_handoffs.remove(&room);
+                }
+            }
+            ChatFrame::Leaving { node } => {
+                if node == from && node != self.me {
+                    self.leaving.insert(node);
+                    self.rehome(now);
+                }
+            }
+            ChatFrame::UserOnline { user, node } => {
+                self.user_dir.entry(user).or_default().insert(node);
+            }
+            ChatFrame::UserOffline { user, node } => {
+                if let Some(nodes) = self.user_dir.get_mut(&user) {
+                    nodes.remove(&node);
+                    if nodes.is_empty() {
+                        self.user_dir.remove(&user);
+                    }
+                }
+            }
+            ChatFrame::Direct { .. } => self.on_direct(frame, now),
+            ChatFrame::Published { req, room, seq } => self.on_published(req, room, seq),
+            ChatFrame::DirectDone { req, nodes } => self.on_direct_done(req, nodes),
+            ChatFrame::Failed { req, reason } => self.on_failed(req, &reason),
+            ChatFrame::Subscribed { room, seq } => self.on_subscribed(from, room, seq, now),
+            ChatFrame::Deliver { room, seq, from: sender, id, body, ts } => {
+                let msg = ServerMsg::Message {
+                    kind: hubbub_proto::client::Audience::Room,
+                    room: Some(room.clone()),
+                    seq: Some(seq),
+                    to: None,
+                    from: sender,
+                    body,
+                    id,
+                    ts,
+                };
+                self.on_deliver(&room, seq, text(&msg), now);
+            }
+            ChatFrame::DeliverDirect { to, from: sender, id, body, ts } => {
+                let msg = ServerMsg::Message {
+                    kind: hubbub_proto::client::Audience::Direct,
+                    room: None,
+                    seq: None,
+                    to: Some(to.clone()),
+                    from: sender,
+                    body,
+                    id,
+                    ts,
+                };
+                self.deliver_to_user(&to, text(&msg));
+            }
+            ChatFrame::Broadcast { from: sender, id, body, ts } => {
+                let msg = ServerMsg::Message {
+                    kind: hubbub_proto::client::Audience::Broadcast,
+                    room: None,
+                    seq: None,
+                    to: None,
+                    from: sender,
+                    body,
+                    id,
+                    ts,
+                };
+                self.deliver_to_all(text(&msg));
+            }
+        }
+    }
+
+    /// A new ring (membership changed) and the members that are draining.
+    pub fn on_view(&mut self, ring: Ring, draining: impl IntoIterator<Item = NodeId>, now: u64) {
+        let ring_changed = ring.fingerprint() != self.ring.fingerprint();
+        let members: HashSet<NodeId> = ring.members().iter().copied().collect();
+        self.ring = ring;
+        let before = self.leaving.len();
+        self.leaving.retain(|n| members.contains(n));
+        self.leaving.extend(draining.into_iter().filter(|n| *n != self.me && members.contains(n)));
+        if !ring_changed && self.leaving.len() == before {
+            return;
+        }
+        // Down nodes subscribe to nothing and host no users.
+        for held in self.held.values_mut() {
+            held.nodes.retain(|n| members.contains(n));
+        }
+        for nodes in self.user_dir.values_mut() {
+            nodes.retain(|n| members.contains(n));
+        }
+        self.user_dir.retain(|_, nodes| !nodes.is_empty());
+        self.rehome(now);
+        self.unpark(now);
+        self.run_loopback(now);
+    }
+
+    /// Moves what this node holds or registered to the owners the ring names now.
+    pub(crate) fn rehome(&mut self, now: u64) {
+        self.hand_off_foreign_rooms(now);
+        self.resubscribe_moved_rooms(now);
+        self.reannounce_moved_users();
+        self.retarget_claims(now);
+    }
+
+    /// Starts draining: announces it, and hands every held room to its next owner.
+    pub fn drain(&mut self, now: u64) {
+        self.draining = true;
+        let peers: Vec<NodeId> = self.ring.members().iter().copied().filter(|n| *n != self.me).collect();
+        let frame = encode(ChatFrame::Leaving { node: self.me });
+        for peer in peers {
+            self.peers.send(peer, frame.clone());
+        }
+        self.rehome(now);
+        self.run_loopback(now);
+    }
+
+    /// Timeouts: unanswered requests, pending subscriptions, claims, gaps.
+    pub fn tick(&mut self, now: u64) {
+        self.expire_requests(now);
+        self.retry_subscriptions(now);
+        self.retry_claims(now);
+        self.skip_stale_gaps(now);
+        self.moved.retain(|_, m| now.saturating_sub(m.at) < MOVED_TTL_MS);
+        self.unpark(now);
+        self.run_loopback(now);
+    }
+}

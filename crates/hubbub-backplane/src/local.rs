@@ -1,0 +1,427 @@
+//! Local side of [`Core`]: this node's client connections, its room
+//! subscriptions (one per room, however many local subscribers), its users'
+//! registrations with their owners, and the requests waiting for answers.
+//!
+//! Deliveries for a room are handed to local subscribers strictly in seq
+//! order: a delivery ahead of `last_seq + 1` waits in the room's reorder
+//! buffer (deliveries from an old and a new owner travel on different
+//! links), a delivery at or below `last_seq` is a duplicate and dropped.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hubbub_proto::chat::ChatFrame;
+use hubbub_proto::client::{CloseCode, ErrorCode, ServerMsg};
+use hubbub_ring::{room_key, user_key};
+use tracing::{debug, warn};
+
+use crate::core::{
+    ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REORDER_LIMIT, RETRY_MS, SubState, Text, text,
+};
+
+fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Text {
+    text(&ServerMsg::Error { code, message: message.into(), id })
+}
+
+impl Core {
+    /// Queues `frame` for `conn`; a full queue closes it as a slow consumer.
+    pub(crate) fn push(&mut self, conn: ConnId, frame: Text) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.closing {
+            return;
+        }
+        self.counters.delivered_frames += 1;
+        if !c.sink.push(frame) {
+            c.closing = true;
+            self.counters.slow_consumers_closed += 1;
+            debug!(conn, user = %c.user, "closing a slow consumer");
+        }
+    }
+
+    /// A connection said `hello` as `user`.
+    pub fn connect(&mut self, conn: ConnId, user: &str, sink: Arc<dyn ConnSink>, now: u64) {
+        let c =
+            crate::core::Conn { user: user.to_owned(), rooms: Default::default(), sink, in_flight: 0, closing: false };
+        self.conns.insert(conn, c);
+        let owner = self.owner_of(&user_key(user));
+        let entry =
+            self.local_users.entry(user.to_owned()).or_insert_with(|| LocalUser { conns: BTreeSet::new(), owner });
+        let first = entry.conns.is_empty();
+        entry.conns.insert(conn);
+        if first {
+            entry.owner = owner;
+            self.route(owner, ChatFrame::UserOnline { user: user.to_owned(), node: self.me });
+        }
+        self.run_loopback(now);
+    }
+
+    /// A connection ended: its subscriptions and registration go with it.
+    pub fn disconnect(&mut self, conn: ConnId, now: u64) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        for room in &c.rooms {
+            self.drop_subscriber(room, conn);
+        }
+        if let Some(u) = self.local_users.get_mut(&c.user) {
+            u.conns.remove(&conn);
+            if u.conns.is_empty() {
+                let owner = u.owner;
+                self.local_users.remove(&c.user);
+                self.route(owner, ChatFrame::UserOffline { user: c.user.clone(), node: self.me });
+            }
+        }
+        self.pending.retain(|_, p| p.conn != conn);
+        self.run_loopback(now);
+    }
+
+    fn drop_subscriber(&mut self, room: &str, conn: ConnId) {
+        let Some(local) = self.local_rooms.get_mut(room) else { return };
+        local.subscribers.remove(&conn);
+        if let SubState::Pending { waiters, .. } = &mut local.state {
+            waiters.retain(|w| *w != conn);
+        }
+        if local.subscribers.is_empty() {
+            let owner = local.owner;
+            self.local_rooms.remove(room);
+            self.route(owner, ChatFrame::Unsubscribe { room: room.to_owned(), node: self.me, hops: 0 });
+        }
+    }
+
+    /// `join {room}`.
+    pub fn join(&mut self, conn: ConnId, room: &str, now: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if !c.rooms.contains(room) && c.rooms.len() >= self.limits.max_rooms {
+            let msg = format!("a connection may join at most {} rooms", self.limits.max_rooms);
+            self.push(conn, error(ErrorCode::TooManyRooms, msg, None));
+            return;
+        }
+        c.rooms.insert(room.to_owned());
+        match self.local_rooms.get_mut(room) {
+            Some(local) => {
+                local.subscribers.insert(conn);
+                match &mut local.state {
+                    SubState::Active => {
+                        let seq = local.last_seq;
+                        self.push(conn, text(&ServerMsg::Joined { room: room.to_owned(), seq }));
+                    }
+                    SubState::Pending { waiters, .. } => {
+                        if !waiters.contains(&conn) {
+                            waiters.push(conn);
+                        }
+                    }
+                }
+            }
+            None => {
+                let owner = self.owner_of(&room_key(room));
+                self.local_rooms.insert(
+                    room.to_owned(),
+                    LocalRoom {
+                        subscribers: BTreeSet::from([conn]),
+                        last_seq: 0,
+                        state: SubState::Pending { waiters: vec![conn], since_ms: now, retried_ms: now },
+                        reorder: Default::default(),
+                        gap_since_ms: None,
+                        owner,
+                    },
+                );
+                self.route(owner, ChatFrame::Subscribe { room: room.to_owned(), node: self.me, hops: 0 });
+            }
+        }
+        self.run_loopback(now);
+    }
+
+    /// `leave {room}`.
+    pub fn leave(&mut self, conn: ConnId, room: &str, now: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if !c.rooms.remove(room) {
+            self.push(conn, error(ErrorCode::NotJoined, format!("not in room {room}"), None));
+            return;
+        }
+        self.drop_subscriber(room, conn);
+        self.push(conn, text(&ServerMsg::Left { room: room.to_owned() }));
+        self.run_loopback(now);
+    }
+
+    /// Counts a new request of `conn`; closes it when it has too many.
+    fn admit(&mut self, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else { return false };
+        if c.closing {
+            return false;
+        }
+        if c.in_flight >= self.limits.max_in_flight {
+            c.closing = true;
+            c.sink.close(CloseCode::Flood);
+            self.counters.floods_closed += 1;
+            return false;
+        }
+        c.in_flight += 1;
+        true
+    }
+
+    fn new_request(&mut self, conn: ConnId, id: &str, kind: PendingKind, now: u64) -> u64 {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.pending.insert(req, Pending { conn, id: id.to_owned(), kind, since_ms: now });
+        req
+    }
+
+    fn finish_request(&mut self, req: u64) -> Option<Pending> {
+        let p = self.pending.remove(&req)?;
+        if let Some(c) = self.conns.get_mut(&p.conn) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        Some(p)
+    }
+
+    /// `send {room, body, id}`.
+    pub fn send(&mut self, conn: ConnId, room: &str, body: String, id: &str, now: u64) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        if !c.rooms.contains(room) {
+            let msg = format!("join room {room} before sending to it");
+            self.push(conn, error(ErrorCode::NotJoined, msg, Some(id.to_owned())));
+            return;
+        }
+        let from = c.user.clone();
+        if !self.admit(conn) {
+            return;
+        }
+        let req = self.new_request(conn, id, PendingKind::Room, now);
+        let frame =
+            ChatFrame::Publish { req, origin: self.me, room: room.to_owned(), from, id: id.to_owned(), body, hops: 0 };
+        self.on_frame(self.me, frame, now);
+    }
+
+    /// `direct {to, body, id}`.
+    pub fn direct(&mut self, conn: ConnId, to: &str, body: String, id: &str, now: u64) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let from = c.user.clone();
+        if !self.admit(conn) {
+            return;
+        }
+        let req = self.new_request(conn, id, PendingKind::Direct, now);
+        let frame = ChatFrame::Direct {
+            req,
+            origin: self.me,
+            to: to.to_owned(),
+            from,
+            id: id.to_owned(),
+            body,
+            ts: now,
+            hops: 0,
+        };
+        self.on_frame(self.me, frame, now);
+    }
+
+    /// `broadcast {body, id}`: to every node, each delivering to all its
+    /// connections; acknowledged once handed to every link.
+    pub fn broadcast(&mut self, conn: ConnId, body: String, id: &str, now: u64) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let from = c.user.clone();
+        let frame = ChatFrame::Broadcast { from, id: id.to_owned(), body, ts: now };
+        let bytes = crate::core::encode(frame.clone());
+        let peers: Vec<_> = self.ring.members().iter().copied().filter(|n| *n != self.me).collect();
+        for peer in peers {
+            self.peers.send(peer, bytes.clone());
+        }
+        self.on_frame(self.me, frame, now);
+        self.push(conn, text(&ServerMsg::Ack { id: id.to_owned(), room: None, seq: None }));
+    }
+
+    pub(crate) fn on_published(&mut self, req: u64, room: String, seq: u64) {
+        let Some(p) = self.finish_request(req) else { return };
+        self.push(p.conn, text(&ServerMsg::Ack { id: p.id, room: Some(room), seq: Some(seq) }));
+    }
+
+    pub(crate) fn on_direct_done(&mut self, req: u64, nodes: u32) {
+        let Some(p) = self.finish_request(req) else { return };
+        let frame = if nodes == 0 {
+            error(ErrorCode::UserOffline, "the user has no connection", Some(p.id))
+        } else {
+            text(&ServerMsg::Ack { id: p.id, room: None, seq: None })
+        };
+        self.push(p.conn, frame);
+    }
+
+    pub(crate) fn on_failed(&mut self, req: u64, reason: &str) {
+        let Some(p) = self.finish_request(req) else { return };
+        self.push(p.conn, error(ErrorCode::Unavailable, reason, Some(p.id)));
+    }
+
+    pub(crate) fn on_subscribed(&mut self, from: hubbub_ring::NodeId, room: String, seq: u64, now: u64) {
+        let Some(local) = self.local_rooms.get_mut(&room) else { return };
+        local.owner = from;
+        let SubState::Pending { waiters, .. } = std::mem::replace(&mut local.state, SubState::Active) else {
+            return; // a re-subscription: the stream continues as it is
+        };
+        local.last_seq = seq;
+        let joined = text(&ServerMsg::Joined { room: room.clone(), seq });
+        for conn in waiters {
+            self.push(conn, joined.clone());
+        }
+        self.drain_reorder(&room, now);
+    }
+
+    pub(crate) fn on_deliver(&mut self, room: &str, seq: u64, frame: Text, now: u64) {
+        let Some(local) = self.local_rooms.get_mut(room) else { return };
+        if seq <= local.last_seq && matches!(local.state, SubState::Active) {
+            self.counters.duplicates_dropped += 1;
+            return;
+        }
+        if local.reorder.len() >= REORDER_LIMIT {
+            warn!(room, "reorder buffer full; skipping the gap");
+            local.gap_since_ms = Some(0);
+        }
+        local.reorder.insert(seq, frame);
+        if local.gap_since_ms.is_none() {
+            local.gap_since_ms = Some(now);
+        }
+        self.drain_reorder(room, now);
+    }
+
+    /// Delivers buffered frames that continue the room's sequence.
+    fn drain_reorder(&mut self, room: &str, now: u64) {
+        let Some(local) = self.local_rooms.get_mut(room) else { return };
+        if !matches!(local.state, SubState::Active) {
+            return;
+        }
+        let mut ready = Vec::new();
+        while let Some(entry) = local.reorder.first_entry() {
+            let seq = *entry.key();
+            if seq <= local.last_seq {
+                entry.remove();
+                self.counters.duplicates_dropped += 1;
+            } else if seq == local.last_seq + 1 {
+                ready.push(entry.remove());
+                local.last_seq = seq;
+            } else {
+                break;
+            }
+        }
+        local.gap_since_ms = if local.reorder.is_empty() { None } else { local.gap_since_ms.or(Some(now)) };
+        let subscribers: Vec<ConnId> = local.subscribers.iter().copied().collect();
+        for frame in ready {
+            for conn in &subscribers {
+                self.push(*conn, frame.clone());
+            }
+        }
+    }
+
+    pub(crate) fn deliver_to_user(&mut self, user: &str, frame: Text) {
+        let conns: Vec<ConnId> =
+            self.local_users.get(user).map(|u| u.conns.iter().copied().collect()).unwrap_or_default();
+        for conn in conns {
+            self.push(conn, frame.clone());
+        }
+    }
+
+    pub(crate) fn deliver_to_all(&mut self, frame: Text) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.push(conn, frame.clone());
+        }
+    }
+
+    /// Subscriptions whose owner changed are sent to the new owner (a no-op
+    /// when the room's state moved with its subscriber list).
+    pub(crate) fn resubscribe_moved_rooms(&mut self, _now: u64) {
+        let moved: Vec<(String, hubbub_ring::NodeId)> = self
+            .local_rooms
+            .iter()
+            .map(|(room, local)| (room, local.owner, self.owner_of(&room_key(room))))
+            .filter(|(_, old, new)| old != new)
+            .map(|(room, _, new)| (room.clone(), new))
+            .collect();
+        for (room, owner) in moved {
+            self.local_rooms.get_mut(&room).expect("listed above").owner = owner;
+            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0 });
+        }
+    }
+
+    /// Users whose owner changed are registered with the new owner.
+    pub(crate) fn reannounce_moved_users(&mut self) {
+        let users: Vec<String> = self.local_users.keys().cloned().collect();
+        for user in users {
+            let owner = self.owner_of(&user_key(&user));
+            let entry = self.local_users.get_mut(&user).expect("listed above");
+            if entry.owner != owner {
+                entry.owner = owner;
+                self.route(owner, ChatFrame::UserOnline { user, node: self.me });
+            }
+        }
+    }
+
+    /// Requests unanswered for `request_timeout_ms` fail as unavailable.
+    pub(crate) fn expire_requests(&mut self, now: u64) {
+        let timeout = self.limits.request_timeout_ms;
+        let expired: Vec<u64> =
+            self.pending.iter().filter(|(_, p)| now.saturating_sub(p.since_ms) >= timeout).map(|(r, _)| *r).collect();
+        for req in expired {
+            let Some(p) = self.finish_request(req) else { continue };
+            self.counters.requests_timed_out += 1;
+            let what = match p.kind {
+                PendingKind::Room => "the room's owner",
+                PendingKind::Direct => "the user's owner",
+            };
+            let msg = format!("{what} did not answer within {timeout} ms");
+            self.push(p.conn, error(ErrorCode::Unavailable, msg, Some(p.id)));
+        }
+    }
+
+    /// Pending subscriptions are re-sent every second and fail after the
+    /// request timeout.
+    pub(crate) fn retry_subscriptions(&mut self, now: u64) {
+        let timeout = self.limits.request_timeout_ms;
+        let mut resend = Vec::new();
+        let mut failed = Vec::new();
+        for (room, local) in self.local_rooms.iter_mut() {
+            if let SubState::Pending { since_ms, retried_ms, .. } = &mut local.state {
+                if now.saturating_sub(*since_ms) >= timeout {
+                    failed.push(room.clone());
+                } else if now.saturating_sub(*retried_ms) >= RETRY_MS {
+                    *retried_ms = now;
+                    resend.push(room.clone());
+                }
+            }
+        }
+        for room in resend {
+            let owner = self.owner_of(&room_key(&room));
+            if let Some(local) = self.local_rooms.get_mut(&room) {
+                local.owner = owner;
+            }
+            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0 });
+        }
+        for room in failed {
+            let Some(local) = self.local_rooms.remove(&room) else { continue };
+            self.counters.requests_timed_out += 1;
+            let msg = format!("the owner of room {room} did not answer within {timeout} ms");
+            for conn in local.subscribers {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.rooms.remove(&room);
+                }
+                self.push(conn, error(ErrorCode::Unavailable, msg.clone(), None));
+            }
+        }
+    }
+
+    /// A gap that stays open for `gap_timeout_ms` is skipped: what follows
+    /// it is delivered. (Until history lands, a skipped seq is lost.)
+    pub(crate) fn skip_stale_gaps(&mut self, now: u64) {
+        let timeout = self.limits.gap_timeout_ms;
+        let stale: Vec<String> = self
+            .local_rooms
+            .iter()
+            .filter(|(_, r)| matches!(r.state, SubState::Active))
+            .filter(|(_, r)| r.gap_since_ms.is_some_and(|at| now.saturating_sub(at) >= timeout))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in stale {
+            let local = self.local_rooms.get_mut(&room).expect("listed above");
+            if let Some((&first, _)) = local.reorder.first_key_value() {
+                warn!(room, from = local.last_seq + 1, to = first - 1, "skipping a gap in a room's seqs");
+                self.counters.gaps_skipped += 1;
+                local.last_seq = first - 1;
+            }
+            local.gap_since_ms = None;
+            self.drain_reorder(&room, now);
+        }
+    }
+}

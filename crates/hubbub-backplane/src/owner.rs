@@ -1,0 +1,344 @@
+//! Owner side of [`Core`]: sequencing and fan-out of the rooms this node
+//! holds, the user directory, and moving rooms between nodes.
+//!
+//! A room is *held* by at most one node: only the holder sequences it. A
+//! room moves only as a whole: the holder removes it and sends its state in
+//! one frame (`Handoff`, unasked; or `ClaimReply`, asked), remembering where
+//! it went so frames that still arrive are forwarded, never dropped. A node
+//! the ring names as owner of a room it does not hold claims it: from where
+//! it last sent the room, else from the node that would own it without this
+//! node (the previous owner when this node joined), following redirects, and
+//! buffers the room's frames until the state arrives. A room is created new
+//! only on an explicit `Unknown`: the claimed node never held, sent or
+//! claimed it and knows no likelier holder. Exhausted redirects and races
+//! wait and retry; they never create a room.
+
+use std::collections::BTreeSet;
+
+use hubbub_proto::chat::{ChatFrame, ClaimAnswer, MAX_HOPS, RoomState};
+use hubbub_ring::{NodeId, room_key, user_key};
+use tracing::{debug, info, warn};
+
+/// Redirects a claim follows before it waits and starts again.
+const CLAIM_HOPS: u8 = 8;
+
+use crate::core::{Claiming, Core, Held, Moved, RETRY_MS, Route, encode};
+
+impl Core {
+    /// Where requests for `room` go; starts a claim when this node should
+    /// hold it and does not yet.
+    pub(crate) fn room_route(&mut self, room: &str, now: u64) -> Route {
+        if self.held.contains_key(room) {
+            return Route::Held;
+        }
+        if self.claiming.contains_key(room) {
+            return Route::Buffer;
+        }
+        let sent_to = self.sent_to(room);
+        let owner = self.owner_of(&room_key(room));
+        if owner != self.me {
+            // Where this node sent the room is fresher than a ring that may lag.
+            return Route::Forward(sent_to.unwrap_or(owner));
+        }
+        match sent_to.or_else(|| self.claim_target(room)) {
+            Some(target) => {
+                self.start_claim(room, target, now, 0);
+                Route::Buffer
+            }
+            // Alone in the ring: nobody else can hold it.
+            None => {
+                self.held.insert(room.to_owned(), Held { next_seq: 1, nodes: BTreeSet::new() });
+                Route::Held
+            }
+        }
+    }
+
+    /// The node this node sent `room`'s state to, if it is still a member.
+    fn sent_to(&self, room: &str) -> Option<NodeId> {
+        self.moved.get(room).filter(|m| m.sent && m.to != self.me && self.ring.contains(m.to)).map(|m| m.to)
+    }
+
+    /// The node that would own `room` if this node did not: the one that
+    /// held it before this node joined, or the next in line.
+    fn claim_target(&self, room: &str) -> Option<NodeId> {
+        self.ring.preference_order(&room_key(room)).into_iter().find(|n| *n != self.me && !self.leaving.contains(n))
+    }
+
+    fn start_claim(&mut self, room: &str, target: NodeId, now: u64, hops: u8) {
+        debug!(room, target = %target, hops, "claiming room");
+        self.counters.claims_sent += 1;
+        let buffered = self.claiming.remove(room).map(|c| c.buffered).unwrap_or_default();
+        self.claiming.insert(room.to_owned(), Claiming { target, buffered, since_ms: now, hops });
+        self.route(target, ChatFrame::Claim { room: room.to_owned() });
+    }
+
+    /// Installs `state` for `room` and replays what waited for it.
+    fn install(&mut self, room: String, state: RoomState, now: u64) {
+        debug!(room, next_seq = state.next_seq, nodes = state.nodes.len(), "installing a room");
+        // Not filtered by this node's ring: it may still miss members. Down
+        // nodes are dropped by `on_view`.
+        let nodes: BTreeSet<NodeId> = state.nodes.into_iter().collect();
+        match self.held.get_mut(&room) {
+            Some(held) => {
+                // Two states for one room: keep the larger seq so none repeats.
+                warn!(room, ours = held.next_seq, theirs = state.next_seq, "merging two states of one room");
+                held.next_seq = held.next_seq.max(state.next_seq);
+                held.nodes.extend(nodes);
+            }
+            None => {
+                self.held.insert(room.clone(), Held { next_seq: state.next_seq, nodes });
+            }
+        }
+        self.moved.remove(&room);
+        if let Some(claim) = self.claiming.remove(&room) {
+            self.replay(claim.buffered, now);
+        }
+    }
+
+    fn replay(&mut self, frames: Vec<(NodeId, ChatFrame)>, now: u64) {
+        for (from, frame) in frames {
+            match frame {
+                ChatFrame::Publish { .. } => self.on_publish(from, frame, now),
+                _ => self.on_subscription(from, frame, now),
+            }
+        }
+    }
+
+    /// Gives up a held room to `to`.
+    pub(crate) fn hand_off(&mut self, room: &str, to: NodeId, now: u64) {
+        let Some(held) = self.held.remove(room) else { return };
+        debug!(room, to = %to, next_seq = held.next_seq, "handing a room off");
+        self.counters.handoffs_sent += 1;
+        self.moved.insert(room.to_owned(), Moved { to, sent: true, at: now });
+        self.unacked_handoffs.insert(room.to_owned(), to);
+        self.route(to, ChatFrame::Handoff { room: room.to_owned(), state: held.state() });
+    }
+
+    /// Hands every held room whose owner is now another node to that node.
+    pub(crate) fn hand_off_foreign_rooms(&mut self, now: u64) {
+        let moves: Vec<(String, NodeId)> = self
+            .held
+            .keys()
+            .map(|room| (room.clone(), self.owner_of(&room_key(room))))
+            .filter(|(_, owner)| *owner != self.me)
+            .collect();
+        if !moves.is_empty() {
+            info!(rooms = moves.len(), "handing rooms to their new owners");
+        }
+        for (room, owner) in moves {
+            self.hand_off(&room, owner, now);
+        }
+    }
+
+    /// Claims for rooms this node no longer owns are abandoned and their
+    /// frames forwarded; claims whose target left are restarted.
+    pub(crate) fn retarget_claims(&mut self, now: u64) {
+        let rooms: Vec<String> = self.claiming.keys().cloned().collect();
+        for room in rooms {
+            if self.owner_of(&room_key(&room)) != self.me {
+                let claim = self.claiming.remove(&room).expect("listed above");
+                self.replay(claim.buffered, now);
+                continue;
+            }
+            let target = self.claiming[&room].target;
+            if !self.ring.contains(target) || self.leaving.contains(&target) {
+                self.restart_claim(&room, now);
+            }
+        }
+    }
+
+    /// Starts a claim's search again from the most likely holder.
+    fn restart_claim(&mut self, room: &str, now: u64) {
+        match self.sent_to(room).or_else(|| self.claim_target(room)) {
+            Some(target) => self.start_claim(room, target, now, 0),
+            None => self.install(room.to_owned(), RoomState { next_seq: 1, nodes: Vec::new() }, now),
+        }
+    }
+
+    /// Claims unanswered or parked (busy, redirects exhausted) for a while
+    /// start again.
+    pub(crate) fn retry_claims(&mut self, now: u64) {
+        let stale: Vec<String> = self
+            .claiming
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.since_ms) >= RETRY_MS)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in stale {
+            self.restart_claim(&room, now);
+        }
+    }
+
+    pub(crate) fn on_publish(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
+        let ChatFrame::Publish { req, origin, room, from: sender, id, body, hops } = frame else { return };
+        match self.room_route(&room, now) {
+            Route::Held => {
+                let held = self.held.get_mut(&room).expect("route said held");
+                let seq = held.next_seq;
+                held.next_seq += 1;
+                self.counters.published += 1;
+                let nodes: Vec<NodeId> = held.nodes.iter().copied().collect();
+                let deliver = ChatFrame::Deliver { room: room.clone(), seq, from: sender, id, body, ts: now };
+                self.fan_out(&nodes, deliver, now);
+                self.route(origin, ChatFrame::Published { req, room, seq });
+            }
+            Route::Forward(to) => {
+                if hops >= MAX_HOPS {
+                    let reason = format!("room {room} found no owner after {hops} forwards");
+                    self.route(origin, ChatFrame::Failed { req, reason });
+                } else {
+                    self.counters.forwarded += 1;
+                    let hops = hops + 1;
+                    self.route(to, ChatFrame::Publish { req, origin, room, from: sender, id, body, hops });
+                }
+            }
+            Route::Buffer => {
+                let frame = ChatFrame::Publish { req, origin, room: room.clone(), from: sender, id, body, hops };
+                self.claiming.get_mut(&room).expect("route said buffer").buffered.push((from, frame));
+            }
+        }
+    }
+
+    /// Sends one delivery to every node in `nodes`, encoded once.
+    fn fan_out(&mut self, nodes: &[NodeId], deliver: ChatFrame, now: u64) {
+        let remote: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != self.me).collect();
+        if !remote.is_empty() {
+            let bytes = encode(deliver.clone());
+            for node in remote {
+                self.peers.send(node, bytes.clone());
+            }
+        }
+        if nodes.contains(&self.me) {
+            self.handle_frame(self.me, deliver, now);
+        }
+    }
+
+    pub(crate) fn on_subscription(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
+        let (room, node, hops, subscribe) = match &frame {
+            ChatFrame::Subscribe { room, node, hops } => (room.clone(), *node, *hops, true),
+            ChatFrame::Unsubscribe { room, node, hops } => (room.clone(), *node, *hops, false),
+            _ => return,
+        };
+        match self.room_route(&room, now) {
+            Route::Held => {
+                let held = self.held.get_mut(&room).expect("route said held");
+                if subscribe {
+                    held.nodes.insert(node);
+                    let seq = held.next_seq - 1;
+                    self.route(node, ChatFrame::Subscribed { room, seq });
+                } else {
+                    held.nodes.remove(&node);
+                }
+            }
+            Route::Forward(to) => {
+                if hops < MAX_HOPS {
+                    self.counters.forwarded += 1;
+                    let hops = hops + 1;
+                    let frame = if subscribe {
+                        ChatFrame::Subscribe { room, node, hops }
+                    } else {
+                        ChatFrame::Unsubscribe { room, node, hops }
+                    };
+                    self.route(to, frame);
+                }
+                // Past MAX_HOPS the subscriber's retry tries again later.
+            }
+            Route::Buffer => self.claiming.get_mut(&room).expect("route said buffer").buffered.push((from, frame)),
+        }
+    }
+
+    pub(crate) fn on_claim(&mut self, from: NodeId, room: String, now: u64) {
+        let answer = self.answer_claim(from, &room, now);
+        self.route(from, ChatFrame::ClaimReply { room, answer });
+    }
+
+    fn answer_claim(&mut self, from: NodeId, room: &str, now: u64) -> ClaimAnswer {
+        if let Some(held) = self.held.remove(room) {
+            self.counters.handoffs_sent += 1;
+            self.moved.insert(room.to_owned(), Moved { to: from, sent: true, at: now });
+            return ClaimAnswer::State(held.state());
+        }
+        if self.claiming.contains_key(room) {
+            // Both claim (their rings differ): the higher id keeps claiming.
+            if self.me > from {
+                return ClaimAnswer::Busy;
+            }
+            let claim = self.claiming.remove(room).expect("checked above");
+            self.moved.insert(room.to_owned(), Moved { to: from, sent: false, at: now });
+            self.replay(claim.buffered, now);
+            return if claim.target == from { ClaimAnswer::Unknown } else { ClaimAnswer::Redirect(claim.target) };
+        }
+        match self.moved.get(room) {
+            Some(m) if m.to == from && m.sent => return ClaimAnswer::Sent,
+            Some(m) if m.to == from => return ClaimAnswer::Unknown,
+            Some(m) if m.sent && self.ring.contains(m.to) => return ClaimAnswer::Redirect(m.to),
+            _ => {}
+        }
+        // Nothing known here: name the owner by this node's ring without the
+        // claimer (the claimer's ring may still miss members).
+        let guess = self
+            .ring
+            .preference_order(&room_key(room))
+            .into_iter()
+            .find(|n| *n != from && !self.leaving.contains(n))
+            .filter(|n| *n != self.me);
+        self.moved.insert(room.to_owned(), Moved { to: from, sent: false, at: now });
+        match guess {
+            Some(n) => ClaimAnswer::Redirect(n),
+            None => ClaimAnswer::Unknown,
+        }
+    }
+
+    pub(crate) fn on_claim_reply(&mut self, from: NodeId, room: String, answer: ClaimAnswer, now: u64) {
+        if let ClaimAnswer::State(state) = answer {
+            // Given to us: installed even if the claim was abandoned, so it is never lost.
+            self.counters.handoffs_received += 1;
+            self.install(room.clone(), state, now);
+            let owner = self.owner_of(&room_key(&room));
+            if owner != self.me {
+                self.hand_off(&room, owner, now);
+            }
+            return;
+        }
+        let Some(claim) = self.claiming.get_mut(&room) else { return };
+        if claim.target != from {
+            return; // an answer to an earlier attempt
+        }
+        match answer {
+            ClaimAnswer::State(_) => unreachable!("handled above"),
+            ClaimAnswer::Unknown => self.install(room, RoomState { next_seq: 1, nodes: Vec::new() }, now),
+            ClaimAnswer::Redirect(next) if next != self.me && claim.hops < CLAIM_HOPS => {
+                let hops = claim.hops + 1;
+                self.start_claim(&room, next, now, hops);
+            }
+            // Sent (on its way), Busy, or a redirect chain too long: wait;
+            // `retry_claims` starts again if nothing arrives.
+            ClaimAnswer::Sent | ClaimAnswer::Busy | ClaimAnswer::Redirect(_) => claim.since_ms = now,
+        }
+    }
+
+    pub(crate) fn on_handoff(&mut self, from: NodeId, room: String, state: RoomState, now: u64) {
+        self.counters.handoffs_received += 1;
+        self.install(room.clone(), state, now);
+        self.route(from, ChatFrame::HandoffAck { room: room.clone() });
+        let owner = self.owner_of(&room_key(&room));
+        if owner != self.me && owner != from {
+            self.hand_off(&room, owner, now);
+        }
+    }
+
+    pub(crate) fn on_direct(&mut self, frame: ChatFrame, now: u64) {
+        let ChatFrame::Direct { req, origin, to, from, id, body, ts, hops } = frame else { return };
+        let owner = self.owner_of(&user_key(&to));
+        if owner != self.me && hops < MAX_HOPS {
+            self.counters.forwarded += 1;
+            let hops = hops + 1;
+            self.route(owner, ChatFrame::Direct { req, origin, to, from, id, body, ts, hops });
+            return;
+        }
+        let nodes: Vec<NodeId> = self.user_dir.get(&to).map(|n| n.iter().copied().collect()).unwrap_or_default();
+        let count = nodes.len() as u32;
+        self.fan_out(&nodes, ChatFrame::DeliverDirect { to, from, id, body, ts }, now);
+        self.route(origin, ChatFrame::DirectDone { req, nodes: count });
+    }
+}

@@ -1,0 +1,305 @@
+//! Simulated clusters of [`Core`]s: frames travel on per-link FIFO queues
+//! delivered in a seeded random interleaving, views change at different
+//! moments on different nodes, and a node joins and drains under traffic.
+//! Checks what the backplane promises: every acked message reaches every
+//! subscriber once, in seq order, gapless; no seq is given twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hubbub_proto::client::{CloseCode, ServerMsg};
+use hubbub_proto::link::{self, LinkFrame};
+use hubbub_ring::{NodeId, Ring};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::core::{ConnSink, Core, CoreLimits, PeerSink, Text};
+
+type Wire = Arc<Mutex<Vec<(NodeId, NodeId, Bytes)>>>;
+
+struct SimPeers {
+    me: NodeId,
+    wire: Wire,
+}
+
+impl PeerSink for SimPeers {
+    fn send(&self, peer: NodeId, frame: Bytes) {
+        self.wire.lock().unwrap().push((self.me, peer, frame));
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    frames: Mutex<Vec<ServerMsg>>,
+}
+
+impl ConnSink for Recorder {
+    fn push(&self, text: Text) -> bool {
+        self.frames.lock().unwrap().push(serde_json::from_str(&text).unwrap());
+        true
+    }
+    fn close(&self, code: CloseCode) {
+        panic!("unexpected close {code:?}");
+    }
+}
+
+struct Sim {
+    rng: StdRng,
+    now: u64,
+    wire: Wire,
+    links: BTreeMap<(NodeId, NodeId), VecDeque<Bytes>>,
+    nodes: BTreeMap<NodeId, Core>,
+    conns: Vec<(NodeId, u64, Arc<Recorder>)>,
+    sent: u64,
+}
+
+const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
+
+impl Sim {
+    fn new(seed: u64, names: &[&str]) -> Sim {
+        Sim::with_rings(seed, names, |ids, _| Ring::new(ids.iter().copied()))
+    }
+
+    /// Nodes whose first ring is `first(ids, node)`.
+    fn with_rings(seed: u64, names: &[&str], first: impl Fn(&[NodeId], NodeId) -> Ring) -> Sim {
+        let wire: Wire = Default::default();
+        let ids: Vec<NodeId> = names.iter().map(|n| NodeId::from_name(n)).collect();
+        let mut nodes = BTreeMap::new();
+        for id in &ids {
+            let mut core = Core::new(*id, CoreLimits::default(), Box::new(SimPeers { me: *id, wire: wire.clone() }));
+            core.on_view(first(&ids, *id), [], 0);
+            nodes.insert(*id, core);
+        }
+        Sim {
+            rng: StdRng::seed_from_u64(seed),
+            now: 1_000,
+            wire,
+            links: BTreeMap::new(),
+            nodes,
+            conns: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    fn collect(&mut self) {
+        for (from, to, frame) in self.wire.lock().unwrap().drain(..) {
+            self.links.entry((from, to)).or_default().push_back(frame);
+        }
+    }
+
+    /// Delivers one frame from a random non-empty link; false when none is left.
+    fn step(&mut self) -> bool {
+        self.collect();
+        let busy: Vec<(NodeId, NodeId)> = self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
+        if busy.is_empty() {
+            return false;
+        }
+        let (from, to) = busy[self.rng.random_range(0..busy.len())];
+        let frame = self.links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
+        self.now += 1;
+        if let Some(core) = self.nodes.get_mut(&to) {
+            let LinkFrame::Chat(frame) = link::decode(&frame).unwrap() else { panic!("not a chat frame") };
+            core.on_frame(from, frame, self.now);
+        }
+        true
+    }
+
+    /// Delivers every frame; when none is left, lets a second pass on every
+    /// node (retries) until nothing more is sent.
+    fn settle(&mut self) {
+        let mut n = 0;
+        for _ in 0..30 {
+            while self.step() {
+                n += 1;
+                assert!(n < 1_000_000, "frames never settle");
+            }
+            let waiting = self.nodes.values().any(|c| !c.claiming.is_empty() || !c.parked.is_empty());
+            if !waiting {
+                return;
+            }
+            self.now += 1_000;
+            let now = self.now;
+            for core in self.nodes.values_mut() {
+                core.tick(now);
+            }
+        }
+        panic!("claims or parked frames never settle");
+    }
+
+    fn connect_all(&mut self) {
+        self.connect_all_unsettled();
+        self.settle();
+    }
+
+    fn connect_all_unsettled(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for (i, id) in ids.iter().enumerate() {
+            let conn = 100 + i as u64;
+            let rec = Arc::new(Recorder::default());
+            let core = self.nodes.get_mut(id).unwrap();
+            core.connect(conn, &format!("u{i}"), rec.clone(), self.now);
+            for room in ROOMS {
+                core.join(conn, room, self.now);
+            }
+            self.conns.push((*id, conn, rec));
+        }
+    }
+
+    fn publish(&mut self) {
+        let (node, conn, _) = self.conns[self.rng.random_range(0..self.conns.len())].clone();
+        let room = ROOMS[self.rng.random_range(0..ROOMS.len())];
+        self.sent += 1;
+        let id = format!("m{}", self.sent);
+        self.nodes.get_mut(&node).unwrap().send(conn, room, format!("body {id}"), &id, self.now);
+    }
+
+    /// Gives every node `ring`, in random order, interleaved with traffic.
+    fn change_view(&mut self, ring: &Ring, leaving: &[NodeId]) {
+        let mut ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        while !ids.is_empty() {
+            let id = ids.swap_remove(self.rng.random_range(0..ids.len()));
+            let now = self.now;
+            if let Some(core) = self.nodes.get_mut(&id) {
+                core.on_view(ring.clone(), leaving.iter().copied(), now);
+            }
+            for _ in 0..self.rng.random_range(0..6) {
+                self.publish();
+                self.step();
+            }
+        }
+    }
+
+    fn traffic(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            if self.rng.random_bool(0.6) {
+                self.publish();
+            }
+            self.step();
+        }
+    }
+}
+
+/// Every acked message reached every subscriber exactly once, in order,
+/// and each (room, seq) names one message.
+fn check(sim: &Sim, seed: u64) {
+    let mut acked: HashMap<(String, u64), String> = HashMap::new();
+    for (_, _, rec) in &sim.conns {
+        for frame in rec.frames.lock().unwrap().iter() {
+            if let ServerMsg::Ack { id, room: Some(room), seq: Some(seq) } = frame
+                && let Some(other) = acked.insert((room.clone(), *seq), id.clone())
+            {
+                panic!("seed {seed}: {room} seq {seq} acked for {other} and {id}");
+            }
+        }
+    }
+    for (node, conn, rec) in &sim.conns {
+        let mut seen: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+        let mut joined_at: HashMap<String, u64> = HashMap::new();
+        for frame in rec.frames.lock().unwrap().iter() {
+            match frame {
+                ServerMsg::Message { room: Some(room), seq: Some(seq), id, .. } => {
+                    seen.entry(room.clone()).or_default().push((*seq, id.clone()));
+                }
+                ServerMsg::Joined { room, seq } => {
+                    joined_at.entry(room.clone()).or_insert(*seq);
+                }
+                _ => {}
+            }
+        }
+        for room in ROOMS {
+            let Some(&joined) = joined_at.get(room) else {
+                panic!("seed {seed}: conn {conn} on {node} never joined {room}");
+            };
+            let got = seen.remove(room).unwrap_or_default();
+            let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+            let expected: Vec<u64> = (joined + 1..=joined + seqs.len() as u64).collect();
+            assert_eq!(seqs, expected, "seed {seed}: conn {conn} on {node} in {room}: gap, repeat or reorder");
+            for (seq, id) in &got {
+                if let Some(acked_id) = acked.get(&(room.to_owned(), *seq)) {
+                    assert_eq!(acked_id, id, "seed {seed}: {room} seq {seq} delivered as another message");
+                }
+            }
+            let acked_after_join = acked.keys().filter(|(r, s)| r == room && *s > joined).count();
+            assert!(
+                seqs.len() >= acked_after_join,
+                "seed {seed}: conn {conn} in {room} got {} messages after seq {joined}, {acked_after_join} were acked",
+                seqs.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn steady_traffic_is_ordered_and_complete() {
+    for seed in 0..50 {
+        let mut sim = Sim::new(seed, &["a", "b", "c"]);
+        sim.connect_all();
+        sim.traffic(400);
+        sim.settle();
+        check(&sim, seed);
+        assert!(sim.sent > 100);
+    }
+}
+
+#[test]
+fn a_node_joins_then_drains_under_traffic() {
+    for seed in 0..200 {
+        let mut sim = Sim::new(seed, &["a", "b", "c"]);
+        sim.connect_all();
+        sim.traffic(100);
+
+        // d joins: every node, d included, learns the new ring at its own
+        // moment, so d may hear from peers before it knows them.
+        let d = NodeId::from_name("d");
+        let core = Core::new(d, CoreLimits::default(), Box::new(SimPeers { me: d, wire: sim.wire.clone() }));
+        let grown = Ring::new(sim.nodes.keys().copied().chain([d]));
+        sim.nodes.insert(d, core);
+        sim.change_view(&grown, &[]);
+        sim.traffic(200);
+
+        // d drains: hands its rooms off, then leaves the ring.
+        let now = sim.now;
+        sim.nodes.get_mut(&d).unwrap().drain(now);
+        sim.traffic(50);
+        sim.settle();
+        assert_eq!(sim.nodes[&d].unacked_handoffs(), 0, "seed {seed}: handoffs unacknowledged");
+        assert!(sim.nodes[&d].held.is_empty(), "seed {seed}: a draining node still holds rooms");
+        let shrunk = Ring::new(sim.nodes.keys().copied().filter(|n| *n != d));
+        sim.change_view(&shrunk, &[]);
+        sim.nodes.remove(&d);
+        sim.traffic(200);
+        sim.settle();
+        check(&sim, seed);
+
+        // Every room with traffic is held by exactly one node.
+        for room in ROOMS {
+            let holders = sim.nodes.values().filter(|c| c.held.contains_key(room)).count();
+            assert_eq!(holders, 1, "seed {seed}: {room} has {holders} holders");
+        }
+    }
+}
+
+#[test]
+fn rings_that_converge_at_different_moments_agree_on_one_holder() {
+    for seed in 0..200 {
+        // Nodes join through a seed: the seed knows everyone first, each
+        // other node starts knowing itself and the seed; the full ring
+        // reaches them one by one, while clients already publish.
+        let seed_node = NodeId::from_name(["a", "b", "c", "d"][seed as usize % 4]);
+        let mut sim = Sim::with_rings(seed, &["a", "b", "c", "d"], |ids, me| {
+            if me == seed_node { Ring::new(ids.iter().copied()) } else { Ring::new([me, seed_node]) }
+        });
+        sim.connect_all_unsettled();
+        sim.traffic(100);
+        let full = Ring::new(sim.nodes.keys().copied());
+        sim.change_view(&full, &[]);
+        sim.traffic(300);
+        sim.settle();
+        check(&sim, seed);
+        for room in ROOMS {
+            let holders = sim.nodes.values().filter(|c| c.held.contains_key(room)).count();
+            assert_eq!(holders, 1, "seed {seed}: {room} has {holders} holders");
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `GET /ws`: one client's WebSocket session (docs/protocol.md).
+//!
+//! One task per connection reads frames, hands requests to the backplane
+//! and writes what the connection's queue holds. Everything the client
+//! receives goes through that queue ([`ConnQueue`]), in order: answers,
+//! errors and deliveries. The queue is bounded in bytes; the backplane never
+//! waits on it, so a client that stops reading is closed (4008) instead of
+//! slowing a room.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hubbub_backplane::{ConnId, ConnSink, Text, now_ms};
+use hubbub_proto::client::{self, ClientMsg, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMsg};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::debug;
+
+use crate::upgrade::ServerWs;
+use crate::{AppError, Gateway};
+
+/// How long a close frame may take to reach a client that is not reading.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Client-session settings.
+#[derive(Clone, Debug)]
+pub struct ChatSettings {
+    /// Field limits (largest body).
+    pub limits: client::Limits,
+    /// A connection must say `hello` within this.
+    pub hello_timeout: Duration,
+    /// Bytes queued for one connection before it is closed as slow.
+    pub client_queue_bytes: usize,
+}
+
+impl ChatSettings {
+    /// The hard frame limit: a larger frame closes the connection (1009).
+    /// Four bodies' worth leaves room for JSON escaping and the other fields,
+    /// so a body just over the limit still gets a readable `error`.
+    pub fn max_frame(&self) -> usize {
+        4 * self.limits.max_body.max(1_024)
+    }
+
+    /// tungstenite's buffers, bounded: a 16 KiB write buffer (its 128 KiB
+    /// default costs memory on every idle connection) and a hard cap above
+    /// the connection's queue limit, which is what really bounds it.
+    fn websocket_config(&self) -> WebSocketConfig {
+        const WRITE_BUFFER: usize = 16 * 1024;
+        WebSocketConfig::default()
+            .max_message_size(Some(self.max_frame()))
+            .max_frame_size(Some(self.max_frame()))
+            .write_buffer_size(WRITE_BUFFER)
+            .max_write_buffer_size(WRITE_BUFFER + self.client_queue_bytes.max(self.max_frame()) * 2)
+    }
+}
+
+/// A connection's outgoing queue, bounded in bytes. Unbounded as a channel
+/// because the backplane pushes under its lock and must not wait; `queued`
+/// enforces the bound.
+struct ConnQueue {
+    tx: mpsc::UnboundedSender<Text>,
+    queued: AtomicUsize,
+    limit: usize,
+    close: Mutex<Option<CloseCode>>,
+    wake: Notify,
+}
+
+impl ConnSink for ConnQueue {
+    fn push(&self, text: Text) -> bool {
+        let len = text.len();
+        let queued = self.queued.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > self.limit {
+            self.close(CloseCode::SlowConsumer);
+            return false;
+        }
+        let _ = self.tx.send(text);
+        true
+    }
+
+    fn close(&self, code: CloseCode) {
+        let mut close = self.close.lock().expect("close mutex poisoned");
+        if close.is_none() {
+            *close = Some(code);
+            self.wake.notify_one();
+        }
+    }
+}
+
+pub(crate) async fn upgrade(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    if !gw.cluster.view().borrow().ready {
+        return AppError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: "this node has not joined a cluster yet; try another node".to_owned(),
+        }
+        .into_response();
+    }
+    if gw.clients_stop.is_cancelled() {
+        return AppError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "draining",
+            message: "this node is shutting down; try another node".to_owned(),
+        }
+        .into_response();
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !origin_allowed(&gw, origin.to_str().unwrap_or(""), host) {
+            return AppError {
+                status: StatusCode::FORBIDDEN,
+                code: "origin_forbidden",
+                message: "browser connections must come from a page served by a cluster node".to_owned(),
+            }
+            .into_response();
+        }
+    }
+    let config = gw.chat.websocket_config();
+    crate::upgrade::accept(req, config, "client connections", move |ws| run(gw, ws))
+}
+
+/// A browser's `Origin` must be this node's host or a member's HTTP address;
+/// clients that send no `Origin` (bots, servers) are not browsers and pass.
+fn origin_allowed(gw: &Gateway, origin: &str, host: &str) -> bool {
+    let Some(authority) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    if authority.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    let view = gw.cluster.view().borrow().clone();
+    view.members.iter().any(|m| m.identity.http.to_string() == authority)
+}
+
+async fn send_now(ws: &mut ServerWs, msg: &ServerMsg) -> bool {
+    ws.send(Message::Text(hubbub_backplane::Text::from(serde_json::to_string(msg).expect("serializable"))))
+        .await
+        .is_ok()
+}
+
+/// Sends a close frame, then reads (and drops) what the client still sends
+/// until its close reply, so the socket is not reset with unread data (a
+/// reset can destroy the close frame before the client reads it).
+async fn close(ws: &mut ServerWs, code: CloseCode) {
+    let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Reads until a valid `hello`; answers everything else with an error.
+/// `None`: the connection ended (closed, or closed by us).
+async fn hello(ws: &mut ServerWs, gw: &Gateway) -> Option<(String, Option<String>)> {
+    loop {
+        let refusal = match ws.next().await? {
+            Ok(Message::Text(text)) => match client::parse(&text, &gw.chat.limits) {
+                Ok(ClientMsg::Hello { user, session, .. }) => return Some((user, session)),
+                Ok(_) => client::Refusal::new(ErrorCode::HelloRequired, "say hello first"),
+                Err(refusal) => refusal,
+            },
+            Ok(Message::Binary(_)) => client::Refusal::new(ErrorCode::BinaryFrame, "frames are JSON text"),
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => continue,
+            Err(WsError::Capacity(_)) => {
+                close(ws, CloseCode::FrameTooLarge).await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if !send_now(ws, &refusal.to_msg()).await {
+            return None;
+        }
+    }
+}
+
+fn session_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a session ended.
+enum End {
+    /// The client closed or vanished.
+    Gone,
+    /// We close with this code.
+    Close(CloseCode),
+}
+
+async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
+    let (user, _resume) = match tokio::time::timeout(gw.chat.hello_timeout, hello(&mut ws, &gw)).await {
+        Ok(Some(hello)) => hello,
+        Ok(None) => return,
+        Err(_) => {
+            close(&mut ws, CloseCode::HelloTimeout).await;
+            return;
+        }
+    };
+    let conn: ConnId = gw.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let queue = Arc::new(ConnQueue {
+        tx,
+        queued: AtomicUsize::new(0),
+        limit: gw.chat.client_queue_bytes,
+        close: Mutex::new(None),
+        wake: Notify::new(),
+    });
+    let welcome = welcome(&gw, &user);
+    queue.push(welcome);
+    gw.backplane.core().connect(conn, &user, queue.clone(), now_ms());
+    debug!(conn, user, "client connected");
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = queue.wake.notified() => break End::Close(closing_code(&queue)),
+            _ = gw.clients_stop.cancelled() => break End::Close(CloseCode::GoingAway),
+            text = rx.recv() => {
+                let Some(text) = text else { break End::Gone };
+                tokio::select! {
+                    biased;
+                    _ = queue.wake.notified() => break End::Close(closing_code(&queue)),
+                    _ = gw.clients_stop.cancelled() => break End::Close(CloseCode::GoingAway),
+                    written = write_batch(&mut ws, text, &mut rx, &queue) => if !written { break End::Gone },
+                }
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) => handle(&gw, conn, &queue, &text),
+                Some(Ok(Message::Binary(_))) => {
+                    queue.push(refusal_text(ErrorCode::BinaryFrame, "frames are JSON text"));
+                }
+                Some(Ok(Message::Close(_))) | None => break End::Gone,
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(_))) => break End::Close(CloseCode::FrameTooLarge),
+                Some(Err(_)) => break End::Gone,
+            },
+        }
+    };
+    gw.backplane.core().disconnect(conn, now_ms());
+    if let End::Close(code) = end {
+        debug!(conn, user, code = code.code(), "closing client connection");
+        close(&mut ws, code).await;
+    }
+}
+
+fn closing_code(queue: &ConnQueue) -> CloseCode {
+    queue.close.lock().expect("close mutex poisoned").unwrap_or(CloseCode::InternalError)
+}
+
+fn refusal_text(code: ErrorCode, message: &str) -> Text {
+    let msg = ServerMsg::Error { code, message: message.to_owned(), id: None };
+    Text::from(serde_json::to_string(&msg).expect("serializable"))
+}
+
+fn welcome(gw: &Gateway, user: &str) -> Text {
+    let view = gw.cluster.view().borrow().clone();
+    // This node first, then the other alive, non-draining nodes.
+    let mut nodes: Vec<String> = Vec::new();
+    let me = view.members.iter().find(|m| m.is_self);
+    // A member whose gossiped state has not arrived yet is listed at the
+    // default URL of its advertised HTTP address.
+    for m in me.into_iter().chain(view.active().filter(|m| !m.is_self)) {
+        match &m.status {
+            Some(status) if status.draining => {}
+            Some(status) => nodes.push(status.ws_url.clone()),
+            None => nodes.push(format!("ws://{}/ws", m.identity.http)),
+        }
+    }
+    let msg = ServerMsg::Welcome {
+        session: session_id(),
+        user: user.to_owned(),
+        node: view.me.name.clone(),
+        nodes,
+        protocol: PROTOCOL_VERSION,
+        max_body: gw.chat.limits.max_body,
+    };
+    Text::from(serde_json::to_string(&msg).expect("serializable"))
+}
+
+/// Handles one text frame after `hello`. Never waits.
+fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, text: &str) {
+    let msg = match client::parse(text, &gw.chat.limits) {
+        Ok(msg) => msg,
+        Err(refusal) => {
+            queue.push(Text::from(serde_json::to_string(&refusal.to_msg()).expect("serializable")));
+            return;
+        }
+    };
+    let now = now_ms();
+    match msg {
+        ClientMsg::Hello { .. } => {
+            queue.push(refusal_text(ErrorCode::AlreadyHello, "this connection already said hello"));
+        }
+        ClientMsg::Ping { id } => {
+            queue.push(Text::from(serde_json::to_string(&ServerMsg::Pong { id }).expect("serializable")));
+        }
+        ClientMsg::Join { room, since: _ } => gw.backplane.core().join(conn, &room, now),
+        ClientMsg::Leave { room } => gw.backplane.core().leave(conn, &room, now),
+        ClientMsg::Send { room, body, id } => gw.backplane.core().send(conn, &room, body, &id, now),
+        ClientMsg::Direct { to, body, id } => gw.backplane.core().direct(conn, &to, body, &id, now),
+        ClientMsg::Broadcast { body, id } => gw.backplane.core().broadcast(conn, body, &id, now),
+    }
+}
+
+/// Writes `first` and what else is queued, then flushes. `false`: the
+/// connection is gone.
+async fn write_batch(
+    ws: &mut ServerWs,
+    first: Text,
+    rx: &mut mpsc::UnboundedReceiver<Text>,
+    queue: &ConnQueue,
+) -> bool {
+    let mut sent = first.len();
+    if ws.feed(Message::Text(first)).await.is_err() {
+        return false;
+    }
+    for _ in 1..WRITE_BATCH {
+        let Ok(text) = rx.try_recv() else { break };
+        sent += text.len();
+        if ws.feed(Message::Text(text)).await.is_err() {
+            return false;
+        }
+    }
+    let ok = ws.flush().await.is_ok();
+    queue.queued.fetch_sub(sent, Ordering::Relaxed);
+    ok
+}

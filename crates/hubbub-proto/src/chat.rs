@@ -1,0 +1,81 @@
+//! Chat routing frames between nodes, carried as [`crate::link::LinkFrame::Chat`].
+//!
+//! Rooms and users are owned by the node the ring names for their key. A
+//! node forwards a client's request to the owner; the owner answers the
+//! origin node and fans deliveries out once per subscribing node. A room's
+//! state moves between nodes only as a whole ([`RoomState`] in `Handoff` or
+//! `ClaimReply`), so at most one node sequences a room at a time.
+//! `hops` counts forwards; a frame that was forwarded [`MAX_HOPS`] times is
+//! answered with a failure instead of travelling on.
+
+use hubbub_ring::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Forwards allowed before a request fails as unavailable.
+pub const MAX_HOPS: u8 = 4;
+
+/// What moves with a room when its owner changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    /// The sequence number the next message will get (1 for a new room).
+    pub next_seq: u64,
+    /// Nodes with at least one local subscriber.
+    pub nodes: Vec<NodeId>,
+}
+
+/// What a node answers to a `Claim`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimAnswer {
+    /// Here it is; this node no longer holds it.
+    State(RoomState),
+    /// This node already sent the room to the claimer (it is on its way).
+    Sent,
+    /// Ask this node instead (it holds the room, or is the likelier holder).
+    Redirect(NodeId),
+    /// This node is claiming the room itself and wins the race; ask later.
+    Busy,
+    /// This node knows nothing of the room and no likelier holder: it is new.
+    Unknown,
+}
+
+/// One chat frame on a node link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatFrame {
+    /// Origin → room owner: sequence and fan out this message.
+    Publish { req: u64, origin: NodeId, room: String, from: String, id: String, body: String, hops: u8 },
+    /// Owner → origin: `req` got `seq`.
+    Published { req: u64, room: String, seq: u64 },
+    /// Any node → origin: `req` could not be completed.
+    Failed { req: u64, reason: String },
+    /// Owner → subscriber node: a sequenced message.
+    Deliver { room: String, seq: u64, from: String, id: String, body: String, ts: u64 },
+    /// Subscriber node → owner: `node` has local subscribers now.
+    Subscribe { room: String, node: NodeId, hops: u8 },
+    /// Owner → subscriber node: subscribed; the last sequenced message is `seq`.
+    Subscribed { room: String, seq: u64 },
+    /// Subscriber node → owner: `node` has no local subscribers any more.
+    Unsubscribe { room: String, node: NodeId, hops: u8 },
+    /// New owner → previous owner: hand me this room.
+    Claim { room: String },
+    /// Claimed node → claimer.
+    ClaimReply { room: String, answer: ClaimAnswer },
+    /// Old owner → new owner, unasked: take this room (ring change, drain).
+    Handoff { room: String, state: RoomState },
+    /// A draining node → every node: never choose `node` as an owner again;
+    /// its rooms are being handed off.
+    Leaving { node: NodeId },
+    /// New owner → old owner: the handoff of `room` is installed.
+    HandoffAck { room: String },
+    /// Node → user owner: `user` has connections on `node`.
+    UserOnline { user: String, node: NodeId },
+    /// Node → user owner: `user` has no connection left on `node`.
+    UserOffline { user: String, node: NodeId },
+    /// Origin → user owner: deliver to every connection of `to`.
+    Direct { req: u64, origin: NodeId, to: String, from: String, id: String, body: String, ts: u64, hops: u8 },
+    /// User owner → origin: `req` reached `nodes` nodes (0: the user is offline).
+    DirectDone { req: u64, nodes: u32 },
+    /// User owner → a node of the user: deliver to the user's local connections.
+    DeliverDirect { to: String, from: String, id: String, body: String, ts: u64 },
+    /// Origin → every node: deliver to every local connection.
+    Broadcast { from: String, id: String, body: String, ts: u64 },
+}

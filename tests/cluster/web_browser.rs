@@ -1,0 +1,270 @@
+//! The web client in a real browser against a real cluster: headless
+//! chromium (the testkit's DevTools driver) opens the page served by each of
+//! two nodes, two users chat in a room across the nodes, and screenshots of
+//! both pages (desktop and 360 px wide) are saved under `artifacts/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hubbub_testkit::Cluster;
+use hubbub_testkit::browser::{Browser, Page};
+use serde_json::{Value, json};
+
+/// The cluster must agree on its members this fast.
+const CONVERGENCE: Duration = Duration::from_secs(15);
+/// Bound for anything the page does after an action: connect, join, a
+/// message crossing the cluster.
+const UI_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound for a page to be back in its room after its node was killed:
+/// failure detection (~2 s), the client's backoff and the room moving.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// `text` as a JavaScript string literal.
+fn js(text: &str) -> String {
+    json!(text).to_string()
+}
+
+/// Waits for `condition` on `page`, panicking with the page's console when
+/// it never holds.
+fn expect(page: &Page<'_>, who: &str, what: &str, condition: &str) -> Value {
+    page.wait_for(condition, UI_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{who}: {what}: {e}\n{who}'s console:\n{}", page.console().join("\n")))
+}
+
+/// Picks `user` in the name dialog (typing it and pressing Enter) and waits
+/// until the page is connected to `node`.
+fn sign_in(page: &Page<'_>, user: &str, node: &str) {
+    expect(page, user, "the name dialog opens", "document.getElementById('name-dialog').open");
+    page.eval("document.querySelector('[data-testid=name-input]').focus()");
+    page.type_text(user);
+    page.press_key("Enter");
+    expect(
+        page,
+        user,
+        &format!("connected to {node}"),
+        &format!(
+            "document.querySelector('[data-testid=node-label]').textContent === {} \
+             && document.querySelector('[data-testid=conn-status]').textContent === 'Connected'",
+            js(node)
+        ),
+    );
+    assert_eq!(page.eval("document.querySelector('[data-testid=me-name]').textContent"), user);
+    assert_eq!(page.eval("localStorage.getItem('hubbub.user')"), json!(user).to_string(), "{user}: name remembered");
+}
+
+/// Joins `room` through the join form and waits until sending is possible.
+fn join(page: &Page<'_>, who: &str, room: &str) {
+    page.eval("document.querySelector('[data-testid=join-input]').focus()");
+    page.type_text(room);
+    page.eval("document.querySelector('[data-testid=join-button]').click()");
+    expect(
+        page,
+        who,
+        &format!("joined {room}"),
+        &format!(
+            "document.querySelector('[data-testid=room-item][data-room={}]') !== null \
+             && !document.querySelector('[data-testid=send-button]').disabled",
+            js(room)
+        ),
+    );
+}
+
+/// Types `body` into the message box of the open conversation.
+fn compose(page: &Page<'_>, body: &str) {
+    page.eval("document.querySelector('[data-testid=message-input]').focus()");
+    page.type_text(body);
+}
+
+/// JS: the list item of the room message in `room` from `from` with `body`.
+fn message_from(room: &str, from: &str, body: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('[data-testid=message][data-room={}][data-from={}]')]\
+         .find(li => li.querySelector('.body').textContent === {})",
+        js(room),
+        js(from),
+        js(body)
+    )
+}
+
+/// JS: the (room, seq, from, body, shown sender) of every message shown.
+const SHOWN: &str = "[...document.querySelectorAll('[data-testid=message]')].map(li => \
+    [li.dataset.room, Number(li.dataset.seq), li.dataset.from, li.querySelector('.body').textContent, \
+     li.querySelector('.from').textContent])";
+
+/// The repository's `artifacts/` directory (git-ignored).
+fn artifacts() -> PathBuf {
+    let tests_crate = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    tests_crate.parent().expect("tests/ is inside the repository").join("artifacts")
+}
+
+#[test]
+fn two_users_chat_across_two_nodes_in_the_browser() {
+    let mut cluster = Cluster::start(2);
+    cluster.wait_converged(CONVERGENCE).expect("2 nodes converge");
+    let url = |name: &str| format!("http://{}/", cluster.node(name).http_addr());
+
+    let browser = Browser::launch();
+    let a = browser.new_page(&url("n1"));
+    let b = browser.new_page(&url("n2"));
+
+    sign_in(&a, "ann", "n1");
+    sign_in(&b, "bob", "n2");
+    for (page, who) in [(&a, "ann"), (&b, "bob")] {
+        expect(
+            page,
+            who,
+            "the header lists both nodes",
+            "[...document.querySelectorAll('[data-testid=nodes-list] [data-node]')]\
+             .map(li => li.dataset.node).join(',') === 'n1,n2'",
+        );
+    }
+    assert_eq!(a.eval("document.querySelector('[data-testid=nodes-list] [data-current]').dataset.node"), "n1");
+    assert_eq!(b.eval("document.querySelector('[data-testid=nodes-list] [data-current]').dataset.node"), "n2");
+
+    join(&a, "ann", "lobby");
+    join(&b, "bob", "lobby");
+
+    // ann sends with Enter; bob sees it under ann's name, on the other node.
+    let hello = "hello from ann on n1 <b>not bold</b>";
+    compose(&a, hello);
+    a.press_key("Enter");
+    expect(&b, "bob", "ann's message arrives", &message_from("lobby", "ann", hello));
+    let acked = format!("{}?.dataset.state === 'acked'", message_from("lobby", "ann", hello));
+    expect(&a, "ann", "her own message is acknowledged", &acked);
+    assert_eq!(a.eval("document.querySelector('[data-testid=message-input]').value"), "", "the box is cleared");
+    // Text is shown as text: no element was made from the body.
+    assert_eq!(b.eval("document.querySelectorAll('[data-testid=message-list] b').length"), 0);
+
+    // bob answers with the Send button; ann sees it.
+    let answer = "hi ann, bob here on n2";
+    compose(&b, answer);
+    b.eval("document.querySelector('[data-testid=send-button]').click()");
+    expect(&a, "ann", "bob's answer arrives", &message_from("lobby", "bob", answer));
+    expect(
+        &b,
+        "bob",
+        "his answer is acknowledged",
+        &format!("{}?.dataset.state === 'acked'", message_from("lobby", "bob", answer)),
+    );
+
+    // Both pages show the same two messages, in sequence order, each once,
+    // with the sender's name (or "You" for one's own).
+    for (page, who) in [(&a, "ann"), (&b, "bob")] {
+        let shown = page.eval(SHOWN);
+        let shown = shown.as_array().expect("an array");
+        assert_eq!(shown.len(), 2, "{who} shows {shown:?}");
+        let seqs: Vec<u64> = shown.iter().map(|m| m[1].as_u64().expect("a seq")).collect();
+        assert!(seqs[0] < seqs[1], "{who}: messages out of order: {shown:?}");
+        assert_eq!((&shown[0][2], &shown[0][3]), (&json!("ann"), &json!(hello)), "{who}: {shown:?}");
+        assert_eq!((&shown[1][2], &shown[1][3]), (&json!("bob"), &json!(answer)), "{who}: {shown:?}");
+        let expected_names = if who == "ann" { ["You", "bob"] } else { ["ann", "You"] };
+        assert_eq!(shown[0][4], expected_names[0], "{who}: {shown:?}");
+        assert_eq!(shown[1][4], expected_names[1], "{who}: {shown:?}");
+    }
+
+    // A direct message: bob gets an unread badge for ann's conversation.
+    a.eval("document.querySelector('[data-testid=dm-input]').focus()");
+    a.type_text("bob");
+    a.press_key("Enter");
+    let dm = "a private word, bob";
+    compose(&a, dm);
+    a.press_key("Enter");
+    expect(
+        &b,
+        "bob",
+        "ann's direct message is counted unread",
+        "document.querySelector('[data-testid=dm-item] .conv-button[data-conv-key=\"dm:ann\"] .badge')\
+         ?.textContent === '1'",
+    );
+    expect(
+        &a,
+        "ann",
+        "the direct message is acknowledged",
+        "document.querySelector('[data-testid=message][data-kind=direct]')?.dataset.state === 'acked'",
+    );
+    b.eval("document.querySelector('[data-conv-key=\"dm:ann\"]').click()");
+    expect(
+        &b,
+        "bob",
+        "the direct message is shown",
+        &format!(
+            "[...document.querySelectorAll('[data-testid=message][data-kind=direct][data-from=ann]')]\
+             .some(li => li.querySelector('.body').textContent === {})",
+            js(dm)
+        ),
+    );
+    b.eval("document.querySelector('[data-conv-key=\"room:lobby\"]').click()");
+    a.eval("document.querySelector('[data-conv-key=\"room:lobby\"]').click()");
+
+    let dir = artifacts();
+    a.screenshot(dir.join("web-two-nodes-a.png"));
+    b.screenshot(dir.join("web-two-nodes-b.png"));
+
+    // 360 px wide: the conversation list folds into a drawer and nothing
+    // overflows sideways.
+    b.set_viewport(360, 740);
+    expect(&b, "bob", "the page fits 360 px", "innerWidth === 360 && document.documentElement.scrollWidth <= 360");
+    assert_eq!(b.eval("getComputedStyle(document.getElementById('drawer-toggle')).display !== 'none'"), true);
+    assert_eq!(b.eval("getComputedStyle(document.getElementById('sidebar')).visibility"), "hidden");
+    b.screenshot(dir.join("web-two-nodes-360.png"));
+    b.eval("document.getElementById('drawer-toggle').click()");
+    expect(
+        &b,
+        "bob",
+        "the drawer opens",
+        "getComputedStyle(document.getElementById('sidebar')).visibility === 'visible'",
+    );
+
+    for (page, who) in [(&a, "ann"), (&b, "bob")] {
+        let errors: Vec<String> = page.console().into_iter().filter(|l| l.starts_with("uncaught")).collect();
+        assert!(errors.is_empty(), "{who}'s page threw: {errors:?}");
+    }
+    println!("web: screenshots in {}", dir.display());
+}
+
+#[test]
+fn the_page_reconnects_to_a_surviving_node_and_rejoins() {
+    let mut cluster = Cluster::start(2);
+    cluster.wait_converged(CONVERGENCE).expect("2 nodes converge");
+    let url = |name: &str| format!("http://{}/", cluster.node(name).http_addr());
+
+    let browser = Browser::launch();
+    let a = browser.new_page(&url("n1"));
+    let b = browser.new_page(&url("n2"));
+    sign_in(&a, "ann", "n1");
+    sign_in(&b, "bob", "n2");
+    join(&a, "ann", "lobby");
+    join(&b, "bob", "lobby");
+    let before = "before the crash";
+    compose(&a, before);
+    a.press_key("Enter");
+    expect(&b, "bob", "the first message arrives", &message_from("lobby", "ann", before));
+
+    // bob's node dies: his page must move to n1 by itself and re-join lobby.
+    let killed = std::time::Instant::now();
+    cluster.node_mut("n2").kill9();
+    b.wait_for(
+        "document.querySelector('[data-testid=node-label]').textContent === 'n1' \
+         && document.querySelector('[data-testid=room-item][data-room=lobby]') !== null \
+         && !document.querySelector('[data-testid=send-button]').disabled",
+        RECOVERY,
+    )
+    .unwrap_or_else(|e| panic!("bob's page did not recover on n1: {e}\n{}", b.console().join("\n")));
+    println!("web: bob's page back on n1 and in lobby {:.2}s after n2 was killed", killed.elapsed().as_secs_f64());
+
+    // The room works again in both directions, and nothing is shown twice.
+    let after = "after the crash";
+    compose(&a, after);
+    a.press_key("Enter");
+    b.wait_for(&message_from("lobby", "ann", after), RECOVERY)
+        .unwrap_or_else(|e| panic!("bob: ann's message after the crash: {e}\n{}", b.console().join("\n")));
+    let reply = "still here";
+    compose(&b, reply);
+    b.press_key("Enter");
+    expect(&a, "ann", "bob's message after the crash", &message_from("lobby", "bob", reply));
+    let bodies = b.eval(
+        "[...document.querySelectorAll('[data-testid=message]')].map(li => li.querySelector('.body').textContent)",
+    );
+    assert_eq!(bodies, json!([before, after, reply]), "bob's page");
+    b.screenshot(artifacts().join("web-reconnected-b.png"));
+}

@@ -1,0 +1,356 @@
+// Hubbub's browser client for the JSON WebSocket protocol (protocol 1).
+//
+// `ChatClient` owns one connection at a time: it says hello, remembers the
+// rooms it should be in, re-joins them after a reconnect, and reconnects after
+// any close it did not ask for, with jittered exponential backoff, trying the
+// nodes the cluster announced in `welcome`. It knows nothing about the DOM:
+// it reports what happens as events (`status`, `welcome`, `joined`, `left`,
+// `roomlost`, `message`, `ack`, `failed`, `error`, `nodes`), each with a
+// `detail`.
+
+/// Names of users and rooms: bytes of A-Z a-z 0-9 - _ . :
+export const USER_RE = /^[A-Za-z0-9_.:-]{1,32}$/;
+export const ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/// Why a node closed the connection, by close code.
+export const CLOSE_REASONS = {
+  1000: "closed",
+  1001: "node draining",
+  1006: "connection lost",
+  1009: "frame too large",
+  1011: "node error",
+  1013: "node not ready",
+  4001: "hello timeout",
+  4008: "too slow reading messages",
+  4009: "too many sends in flight",
+};
+
+/// Human text for `error` codes.
+export const ERROR_TEXT = {
+  bad_json: "the node could not read a frame",
+  unknown_type: "the node does not know this request",
+  bad_field: "a field was refused",
+  empty_body: "the message is empty",
+  body_too_large: "the message is too long",
+  bad_room: "room names use 1–64 letters, digits, - _ . :",
+  bad_user: "user names use 1–32 letters, digits, - _ . :",
+  bad_id: "bad message id",
+  binary_frame: "binary frames are not supported",
+  hello_required: "not signed in yet",
+  already_hello: "already signed in",
+  not_joined: "you are not in this room",
+  too_many_rooms: "you are in too many rooms",
+  user_offline: "that user is not online",
+  unavailable: "the cluster could not complete this right now",
+};
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_MAX_MS = 15000;
+/// A connection that stayed up this long resets the backoff.
+const STABLE_MS = 10000;
+const PING_EVERY_MS = 20000;
+const PONG_TIMEOUT_MS = 10000;
+/// Without a welcome this long after opening, the attempt is abandoned.
+const WELCOME_TIMEOUT_MS = 10000;
+
+/// `ws(s)://<this page's host>/ws`.
+export function defaultUrl(loc = window.location) {
+  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${loc.host}/ws`;
+}
+
+/// UTF-8 length of `text` in bytes (the protocol's limits count bytes).
+export function byteLength(text) {
+  return new TextEncoder().encode(text).length;
+}
+
+/// Backoff before reconnect attempt `attempt` (0-based): exponential with
+/// "equal jitter", so a cluster restart does not bring every client back in
+/// the same instant.
+export function backoffDelay(attempt, random = Math.random) {
+  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 10));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+export class ChatClient extends EventTarget {
+  /// `user`: the name to say hello with; `url`: the first node to try.
+  constructor({ user, url = defaultUrl() }) {
+    super();
+    this.user = user;
+    this.homeUrl = url;
+    /// URLs to try, the last successful one first.
+    this.urls = [url];
+    this.urlIndex = 0;
+    this.ws = null;
+    this.state = "idle"; // idle | connecting | open | waiting | stopped
+    this.node = null;
+    this.nodes = [];
+    this.maxBody = 65536;
+    this.session = null;
+    /// Rooms the user wants to be in: room -> { joined, lastSeq }.
+    this.rooms = new Map();
+    /// Requests sent and not answered yet: id -> { kind, room, to, body }.
+    this.pending = new Map();
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.retryAt = 0;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.welcomeTimer = null;
+    this.rejoinTimer = null;
+    this.openedAt = 0;
+    this.idPrefix = `w${Math.random().toString(36).slice(2, 8)}`;
+    this.idCounter = 0;
+  }
+
+  /// Starts connecting (no-op while connected or connecting).
+  connect() {
+    if (this.state === "connecting" || this.state === "open") return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    const url = this.urls[this.urlIndex % this.urls.length];
+    this.setState("connecting", { url });
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      this.scheduleReconnect({ code: 0, reason: String(e) });
+      return;
+    }
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      if (this.ws !== ws) return;
+      this.openedAt = Date.now();
+      this.sendFrame({ type: "hello", user: this.user });
+      this.welcomeTimer = setTimeout(() => ws.close(4000, "no welcome"), WELCOME_TIMEOUT_MS);
+    });
+    ws.addEventListener("message", (ev) => {
+      if (this.ws !== ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch {
+        this.emit("error", { code: "bad_frame", message: "the node sent a frame that is not JSON" });
+        return;
+      }
+      this.onFrame(frame);
+    });
+    ws.addEventListener("close", (ev) => {
+      if (this.ws !== ws) return;
+      this.onClose(ev.code, ev.reason);
+    });
+  }
+
+  /// Closes the connection for good (no reconnect).
+  stop() {
+    this.setState("stopped", {});
+    clearTimeout(this.retryTimer);
+    this.stopTimers();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000, "bye");
+    this.failPending("disconnected");
+  }
+
+  /// Reconnects now instead of waiting for the backoff.
+  retryNow() {
+    if (this.state === "waiting") this.connect();
+  }
+
+  join(room) {
+    if (!this.rooms.has(room)) this.rooms.set(room, { joined: false, lastSeq: null });
+    if (this.state === "open") this.sendFrame({ type: "join", room });
+  }
+
+  leave(room) {
+    const wasJoined = this.rooms.get(room)?.joined;
+    this.rooms.delete(room);
+    if (this.state === "open" && wasJoined) this.sendFrame({ type: "leave", room });
+  }
+
+  /// Sends to a joined room; returns the message id.
+  send(room, body) {
+    return this.request({ type: "send", room, body });
+  }
+
+  direct(to, body) {
+    return this.request({ type: "direct", to, body });
+  }
+
+  broadcast(body) {
+    return this.request({ type: "broadcast", body });
+  }
+
+  /// Sends a request with a fresh id, or fails it at once when offline.
+  request(frame) {
+    const id = `${this.idPrefix}-${++this.idCounter}`;
+    const full = { ...frame, id };
+    this.pending.set(id, full);
+    if (this.state === "open") {
+      this.sendFrame(full);
+    } else {
+      // Reported after the caller has recorded the id.
+      queueMicrotask(() => this.fail(id, "offline", "not connected: the message was not sent"));
+    }
+    return id;
+  }
+
+  sendFrame(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  onFrame(f) {
+    switch (f.type) {
+      case "welcome":
+        return this.onWelcome(f);
+      case "joined": {
+        const room = this.rooms.get(f.room);
+        if (!room) {
+          // Left while the join was in flight.
+          this.sendFrame({ type: "leave", room: f.room });
+          return;
+        }
+        const gap = room.lastSeq != null && f.seq > room.lastSeq ? f.seq - room.lastSeq : 0;
+        // A lower seq than we saw: the room's owner lost its state (a crash
+        // before history existed), so numbering started over.
+        const reset = room.lastSeq != null && f.seq < room.lastSeq;
+        room.joined = true;
+        if (room.lastSeq == null || f.seq > room.lastSeq || reset) room.lastSeq = f.seq;
+        return this.emit("joined", { room: f.room, seq: f.seq, missed: gap, reset });
+      }
+      case "left":
+        return this.emit("left", { room: f.room });
+      case "message": {
+        if (f.kind === "room") {
+          const room = this.rooms.get(f.room);
+          if (!room) return; // a late delivery for a room we left
+          if (room.lastSeq == null || f.seq > room.lastSeq) room.lastSeq = f.seq;
+        }
+        return this.emit("message", f);
+      }
+      case "ack":
+        this.pending.delete(f.id);
+        return this.emit("ack", f);
+      case "error": {
+        if (f.id && this.pending.has(f.id)) return this.fail(f.id, f.code, f.message);
+        const named = /\broom ([A-Za-z0-9_.:-]+)/.exec(f.message || "")?.[1];
+        if (f.code === "unavailable" && named && this.rooms.has(named)) {
+          // The node dropped us from the room (its owner did not answer):
+          // we still want to be in it, so join again shortly.
+          this.rooms.get(named).joined = false;
+          this.emit("roomlost", { room: named });
+          this.scheduleRejoin();
+        } else if (f.code === "too_many_rooms" || f.code === "bad_room") {
+          // A refused join: forget the latest room we were not in yet.
+          const waiting = [...this.rooms].filter(([, r]) => !r.joined).map(([name]) => name);
+          const refused = named && this.rooms.has(named) ? named : waiting.at(-1);
+          if (refused) this.rooms.delete(refused);
+        }
+        return this.emit("error", f);
+      }
+      case "pong":
+        clearTimeout(this.pongTimer);
+        this.pongTimer = null;
+        return;
+      default:
+        return; // newer servers may send more; ignore what we do not know
+    }
+  }
+
+  onWelcome(f) {
+    clearTimeout(this.welcomeTimer);
+    this.node = f.node;
+    this.session = f.session;
+    this.maxBody = f.max_body || this.maxBody;
+    this.setNodes(f.nodes || []);
+    this.setState("open", { node: f.node });
+    this.emit("welcome", f);
+    for (const name of this.rooms.keys()) this.sendFrame({ type: "join", room: name });
+    this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
+  }
+
+  /// Keeps the announced nodes, with the one we are on first.
+  setNodes(nodes) {
+    const scheme = window.location.protocol === "https:" ? "wss:" : null;
+    const fix = (u) => (scheme ? u.replace(/^ws:/, scheme) : u);
+    this.nodes = nodes.map(fix);
+    const current = this.urls[this.urlIndex % this.urls.length];
+    const rest = this.nodes.filter((u) => u !== current);
+    this.urls = [current, ...rest];
+    if (!this.urls.includes(this.homeUrl)) this.urls.push(this.homeUrl);
+    this.urlIndex = 0;
+    this.emit("nodes", { nodes: this.nodes });
+  }
+
+  /// Re-sends `join` for every wanted room not joined, after a jittered
+  /// pause (one timer at a time).
+  scheduleRejoin() {
+    if (this.rejoinTimer) return;
+    this.rejoinTimer = setTimeout(() => {
+      this.rejoinTimer = null;
+      if (this.state !== "open") return; // the welcome re-joins everything
+      for (const [name, room] of this.rooms) if (!room.joined) this.sendFrame({ type: "join", room: name });
+    }, backoffDelay(2));
+  }
+
+  ping() {
+    if (this.pongTimer) return;
+    this.sendFrame({ type: "ping" });
+    this.pongTimer = setTimeout(() => {
+      // No pong: the connection is dead even if the socket has not noticed.
+      if (this.ws) this.ws.close(4000, "no pong");
+    }, PONG_TIMEOUT_MS);
+  }
+
+  stopTimers() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    clearTimeout(this.welcomeTimer);
+    this.pingTimer = this.pongTimer = this.welcomeTimer = null;
+  }
+
+  onClose(code, reason) {
+    this.ws = null;
+    this.stopTimers();
+    for (const room of this.rooms.values()) room.joined = false;
+    this.failPending("disconnected");
+    if (this.state === "stopped") return;
+    this.scheduleReconnect({ code, reason });
+  }
+
+  scheduleReconnect({ code, reason }) {
+    const stable = this.openedAt && Date.now() - this.openedAt > STABLE_MS;
+    if (stable) this.attempt = 0;
+    this.openedAt = 0;
+    // Draining or not ready: this node will not take us; go elsewhere at once.
+    const moveOn = code === 1001 || code === 1013 || this.attempt > 0;
+    if (moveOn && this.urls.length > 1) this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    const delay = code === 1001 && this.attempt === 0 ? 100 : backoffDelay(this.attempt);
+    this.attempt += 1;
+    this.retryAt = Date.now() + delay;
+    const why = CLOSE_REASONS[code] || reason || `closed (${code})`;
+    this.setState("waiting", { code, reason: why, delay, attempt: this.attempt });
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /// Every unanswered request fails: after a reconnect nobody will answer it.
+  failPending(code) {
+    for (const id of [...this.pending.keys()]) this.fail(id, code, "the connection closed before the node confirmed it");
+  }
+
+  fail(id, code, message) {
+    const req = this.pending.get(id);
+    if (!req) return;
+    this.pending.delete(id);
+    this.emit("failed", { id, code, message, request: req });
+  }
+
+  setState(state, detail) {
+    this.state = state;
+    this.emit("status", { state, ...detail });
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
