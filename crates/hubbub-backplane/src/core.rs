@@ -16,13 +16,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hubbub_proto::chat::{ChatFrame, RoomState};
+use hubbub_proto::chat::ChatFrame;
 use hubbub_proto::client::{CloseCode, ServerMsg};
 use hubbub_proto::link::{self, LinkFrame};
 use hubbub_ring::{NodeId, Ring};
 use serde::Serialize;
 
 pub use tokio_tungstenite::tungstenite::Utf8Bytes as Text;
+
+use crate::history::{Held, HistoryLimits, ReplicaLog};
 
 /// A client connection's id, unique within the node.
 pub type ConnId = u64;
@@ -46,6 +48,12 @@ pub trait PeerSink: Send {
 /// Limits the core enforces.
 #[derive(Clone, Copy, Debug)]
 pub struct CoreLimits {
+    /// Copies of each room's log: the holder and `replication_factor - 1`
+    /// replicas. A publish is answered once one replica stored it (when
+    /// another node is alive).
+    pub replication_factor: usize,
+    /// Bounds of each room's history.
+    pub history: HistoryLimits,
     /// Rooms one connection may join.
     pub max_rooms: usize,
     /// Sends (send, direct, broadcast) one connection may have unanswered.
@@ -58,7 +66,14 @@ pub struct CoreLimits {
 
 impl Default for CoreLimits {
     fn default() -> Self {
-        CoreLimits { max_rooms: 128, max_in_flight: 1_024, request_timeout_ms: 5_000, gap_timeout_ms: 2_000 }
+        CoreLimits {
+            replication_factor: 2,
+            history: HistoryLimits::default(),
+            max_rooms: 128,
+            max_in_flight: 1_024,
+            request_timeout_ms: 5_000,
+            gap_timeout_ms: 2_000,
+        }
     }
 }
 
@@ -81,6 +96,11 @@ pub struct ChatCounters {
     pub rooms_local: u64,
     pub published: u64,
     pub delivered_frames: u64,
+    pub replayed_messages: u64,
+    pub replicated_entries: u64,
+    pub replica_rooms: u64,
+    pub failovers: u64,
+    pub duplicate_sends: u64,
     pub forwarded: u64,
     pub handoffs_sent: u64,
     pub handoffs_received: u64,
@@ -103,13 +123,22 @@ pub(crate) struct Conn {
 }
 
 pub(crate) enum SubState {
-    /// Subscribe sent; connections waiting for `joined`, since when.
+    /// Subscribe sent; connections waiting for `joined` (with the `since`
+    /// they asked for), since when.
     Pending {
-        waiters: Vec<ConnId>,
+        waiters: Vec<(ConnId, Option<u64>)>,
         since_ms: u64,
         retried_ms: u64,
     },
     Active,
+}
+
+/// A connection replaying a room's history before it goes live.
+pub(crate) struct Catchup {
+    pub(crate) conn: ConnId,
+    pub(crate) room: String,
+    pub(crate) since: u64,
+    pub(crate) since_ms: u64,
 }
 
 pub(crate) struct LocalRoom {
@@ -121,6 +150,8 @@ pub(crate) struct LocalRoom {
     pub(crate) gap_since_ms: Option<u64>,
     /// The owner the subscription was last sent to.
     pub(crate) owner: NodeId,
+    /// Connections of this room replaying history (not yet subscribers).
+    pub(crate) catching_up: usize,
 }
 
 pub(crate) struct LocalUser {
@@ -139,17 +170,6 @@ pub(crate) struct Pending {
     pub(crate) id: String,
     pub(crate) kind: PendingKind,
     pub(crate) since_ms: u64,
-}
-
-pub(crate) struct Held {
-    pub(crate) next_seq: u64,
-    pub(crate) nodes: BTreeSet<NodeId>,
-}
-
-impl Held {
-    pub(crate) fn state(&self) -> RoomState {
-        RoomState { next_seq: self.next_seq, nodes: self.nodes.iter().copied().collect() }
-    }
 }
 
 /// Where a room went from this node.
@@ -213,6 +233,10 @@ pub struct Core {
     pub(crate) claiming: HashMap<String, Claiming>,
     pub(crate) unacked_handoffs: HashMap<String, NodeId>,
     pub(crate) user_dir: HashMap<String, BTreeSet<NodeId>>,
+    /// Replica copies of rooms other nodes hold.
+    pub(crate) replicas: HashMap<String, ReplicaLog>,
+    /// History requests of resuming connections: req → catch-up.
+    pub(crate) catchups: HashMap<u64, Catchup>,
     pub(crate) counters: ChatCounters,
     /// Frames this node sent to itself, handled before an entry point returns.
     pub(crate) loopback: VecDeque<ChatFrame>,
@@ -247,6 +271,8 @@ impl Core {
             claiming: HashMap::new(),
             unacked_handoffs: HashMap::new(),
             user_dir: HashMap::new(),
+            replicas: HashMap::new(),
+            catchups: HashMap::new(),
             counters: ChatCounters::default(),
             loopback: VecDeque::new(),
             parked: Vec::new(),
@@ -264,6 +290,7 @@ impl Core {
         c.connections = self.conns.len() as u64;
         c.rooms_held = self.held.len() as u64;
         c.rooms_local = self.local_rooms.len() as u64;
+        c.replica_rooms = self.replicas.len() as u64;
         c
     }
 
@@ -343,6 +370,7 @@ impl Core {
             frame,
             ChatFrame::Publish { .. }
                 | ChatFrame::Subscribe { .. }
+                | ChatFrame::History { .. }
                 | ChatFrame::Unsubscribe { .. }
                 | ChatFrame::Claim { .. }
                 | ChatFrame::Direct { .. }
@@ -376,6 +404,14 @@ impl Core {
         match frame {
             ChatFrame::Publish { .. } => self.on_publish(from, frame, now),
             ChatFrame::Subscribe { .. } | ChatFrame::Unsubscribe { .. } => self.on_subscription(from, frame, now),
+            ChatFrame::History { .. } => self.on_subscription(from, frame, now),
+            ChatFrame::HistoryReply { req, room, entries, truncated } => {
+                self.on_history_reply(req, &room, entries, truncated, now)
+            }
+            ChatFrame::Replicate { room, term, entries, full } => {
+                self.on_replicate(from, room, term, entries, full, now)
+            }
+            ChatFrame::Replicated { room, term, seq } => self.on_replicated(from, &room, term, seq, now),
             ChatFrame::Claim { room } => self.on_claim(from, room, now),
             ChatFrame::ClaimReply { room, answer } => self.on_claim_reply(from, room, answer, now),
             ChatFrame::Handoff { room, state } => self.on_handoff(from, room, state, now),
@@ -475,6 +511,7 @@ impl Core {
     /// Moves what this node holds or registered to the owners the ring names now.
     pub(crate) fn rehome(&mut self, now: u64) {
         self.hand_off_foreign_rooms(now);
+        self.resync_replicas(now);
         self.resubscribe_moved_rooms(now);
         self.reannounce_moved_users();
         self.retarget_claims(now);

@@ -17,10 +17,13 @@
 
 mod core;
 mod driver;
+mod history;
 mod local;
 mod owner;
+mod replication;
 #[cfg(test)]
 mod sim_tests;
 
 pub use crate::core::{ChatCounters, ConnId, ConnSink, Core, CoreLimits, HeldRoom, LocalRoomInfo, PeerSink, Text};
 pub use crate::driver::{Backplane, now_ms};
+pub use crate::history::HistoryLimits;

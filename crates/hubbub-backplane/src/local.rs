@@ -10,13 +10,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use hubbub_proto::chat::ChatFrame;
+use hubbub_proto::chat::{ChatFrame, Entry};
 use hubbub_proto::client::{CloseCode, ErrorCode, ServerMsg};
 use hubbub_ring::{room_key, user_key};
 use tracing::{debug, warn};
 
 use crate::core::{
-    ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REORDER_LIMIT, RETRY_MS, SubState, Text, text,
+    Catchup, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REORDER_LIMIT, RETRY_MS, SubState,
+    Text, text,
 };
 
 fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Text {
@@ -77,17 +78,24 @@ impl Core {
         let Some(local) = self.local_rooms.get_mut(room) else { return };
         local.subscribers.remove(&conn);
         if let SubState::Pending { waiters, .. } = &mut local.state {
-            waiters.retain(|w| *w != conn);
+            waiters.retain(|(w, _)| *w != conn);
         }
-        if local.subscribers.is_empty() {
+        self.drop_room_if_unused(room);
+    }
+
+    /// A room with no subscriber, waiter or catch-up left is unsubscribed.
+    fn drop_room_if_unused(&mut self, room: &str) {
+        let Some(local) = self.local_rooms.get(room) else { return };
+        let waiting = matches!(&local.state, SubState::Pending { waiters, .. } if !waiters.is_empty());
+        if local.subscribers.is_empty() && local.catching_up == 0 && !waiting {
             let owner = local.owner;
             self.local_rooms.remove(room);
             self.route(owner, ChatFrame::Unsubscribe { room: room.to_owned(), node: self.me, hops: 0 });
         }
     }
 
-    /// `join {room}`.
-    pub fn join(&mut self, conn: ConnId, room: &str, now: u64) {
+    /// `join {room, since}`.
+    pub fn join(&mut self, conn: ConnId, room: &str, since: Option<u64>, now: u64) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         if !c.rooms.contains(room) && c.rooms.len() >= self.limits.max_rooms {
             let msg = format!("a connection may join at most {} rooms", self.limits.max_rooms);
@@ -96,37 +104,94 @@ impl Core {
         }
         c.rooms.insert(room.to_owned());
         match self.local_rooms.get_mut(room) {
-            Some(local) => {
-                local.subscribers.insert(conn);
-                match &mut local.state {
-                    SubState::Active => {
-                        let seq = local.last_seq;
-                        self.push(conn, text(&ServerMsg::Joined { room: room.to_owned(), seq }));
-                    }
-                    SubState::Pending { waiters, .. } => {
-                        if !waiters.contains(&conn) {
-                            waiters.push(conn);
-                        }
-                    }
+            Some(local) => match &mut local.state {
+                SubState::Active => {
+                    let seq = local.last_seq;
+                    self.admit_subscriber(conn, room, seq, since, now);
                 }
-            }
+                SubState::Pending { waiters, .. } => {
+                    waiters.retain(|(w, _)| *w != conn);
+                    waiters.push((conn, since));
+                }
+            },
             None => {
                 let owner = self.owner_of(&room_key(room));
                 self.local_rooms.insert(
                     room.to_owned(),
                     LocalRoom {
-                        subscribers: BTreeSet::from([conn]),
+                        subscribers: BTreeSet::new(),
                         last_seq: 0,
-                        state: SubState::Pending { waiters: vec![conn], since_ms: now, retried_ms: now },
+                        state: SubState::Pending { waiters: vec![(conn, since)], since_ms: now, retried_ms: now },
                         reorder: Default::default(),
                         gap_since_ms: None,
                         owner,
+                        catching_up: 0,
                     },
                 );
-                self.route(owner, ChatFrame::Subscribe { room: room.to_owned(), node: self.me, hops: 0 });
+                let frame = ChatFrame::Subscribe { room: room.to_owned(), node: self.me, hops: 0, after: None };
+                self.route(owner, frame);
             }
         }
         self.run_loopback(now);
+    }
+
+    /// Makes `conn` a live subscriber of an active room whose last seq is
+    /// `seq`, after replaying what followed `since` when it asked.
+    fn admit_subscriber(&mut self, conn: ConnId, room: &str, seq: u64, since: Option<u64>, now: u64) {
+        let Some(local) = self.local_rooms.get_mut(room) else { return };
+        match since {
+            Some(since) if since < seq => {
+                local.catching_up += 1;
+                let owner = local.owner;
+                let req = self.next_req;
+                self.next_req += 1;
+                self.catchups.insert(req, Catchup { conn, room: room.to_owned(), since, since_ms: now });
+                self.route(owner, ChatFrame::History { req, room: room.to_owned(), since, node: self.me, hops: 0 });
+            }
+            _ => {
+                local.subscribers.insert(conn);
+                self.push(conn, text(&ServerMsg::Joined { room: room.to_owned(), seq, truncated: false }));
+            }
+        }
+    }
+
+    pub(crate) fn on_history_reply(&mut self, req: u64, room: &str, entries: Vec<Entry>, truncated: bool, _now: u64) {
+        if let Some(catchup) = self.catchups.remove(&req)
+            && catchup.room == room
+        {
+            self.finish_catchup(catchup, entries, truncated);
+        }
+    }
+
+    /// Answers a resuming connection: `joined`, the replay, then live.
+    fn finish_catchup(&mut self, catchup: Catchup, entries: Vec<Entry>, truncated: bool) {
+        let Catchup { conn, room, since, .. } = catchup;
+        let Some(local) = self.local_rooms.get_mut(&room) else { return };
+        local.catching_up = local.catching_up.saturating_sub(1);
+        let still_joined = self.conns.get(&conn).is_some_and(|c| c.rooms.contains(&room));
+        if !still_joined {
+            self.drop_room_if_unused(&room);
+            return;
+        }
+        let last = local.last_seq;
+        local.subscribers.insert(conn);
+        let replay: Vec<Entry> = entries.into_iter().filter(|e| e.seq > since && e.seq <= last).collect();
+        let truncated = truncated || (since < last && replay.first().is_none_or(|e| e.seq != since + 1));
+        self.push(conn, text(&ServerMsg::Joined { room: room.clone(), seq: last, truncated }));
+        self.counters.replayed_messages += replay.len() as u64;
+        for e in replay {
+            let msg = ServerMsg::Message {
+                kind: hubbub_proto::client::Audience::Room,
+                room: Some(room.clone()),
+                seq: Some(e.seq),
+                to: None,
+                from: e.from,
+                body: e.body,
+                id: e.id,
+                ts: e.ts,
+            };
+            self.push(conn, text(&msg));
+        }
     }
 
     /// `leave {room}`.
@@ -253,11 +318,13 @@ impl Core {
             return; // a re-subscription: the stream continues as it is
         };
         local.last_seq = seq;
-        let joined = text(&ServerMsg::Joined { room: room.clone(), seq });
-        for conn in waiters {
-            self.push(conn, joined.clone());
+        for (conn, since) in waiters {
+            if self.conns.get(&conn).is_some_and(|c| c.rooms.contains(&room)) {
+                self.admit_subscriber(conn, &room, seq, since, now);
+            }
         }
         self.drain_reorder(&room, now);
+        self.drop_room_if_unused(&room);
     }
 
     pub(crate) fn on_deliver(&mut self, room: &str, seq: u64, frame: Text, now: u64) {
@@ -331,8 +398,12 @@ impl Core {
             .map(|(room, _, new)| (room.clone(), new))
             .collect();
         for (room, owner) in moved {
-            self.local_rooms.get_mut(&room).expect("listed above").owner = owner;
-            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0 });
+            let local = self.local_rooms.get_mut(&room).expect("listed above");
+            local.owner = owner;
+            // The new owner re-sends what followed our last delivered seq
+            // (an owner that failed may not have sent it).
+            let after = matches!(local.state, SubState::Active).then_some(local.last_seq);
+            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0, after });
         }
     }
 
@@ -349,9 +420,20 @@ impl Core {
         }
     }
 
-    /// Requests unanswered for `request_timeout_ms` fail as unavailable.
+    /// Requests unanswered for `request_timeout_ms` fail as unavailable; a
+    /// history replay unanswered goes live without it, marked truncated.
     pub(crate) fn expire_requests(&mut self, now: u64) {
         let timeout = self.limits.request_timeout_ms;
+        let stale: Vec<u64> = self
+            .catchups
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.since_ms) >= timeout)
+            .map(|(req, _)| *req)
+            .collect();
+        for req in stale {
+            let catchup = self.catchups.remove(&req).expect("listed above");
+            self.finish_catchup(catchup, Vec::new(), true);
+        }
         let expired: Vec<u64> =
             self.pending.iter().filter(|(_, p)| now.saturating_sub(p.since_ms) >= timeout).map(|(r, _)| *r).collect();
         for req in expired {
@@ -387,13 +469,14 @@ impl Core {
             if let Some(local) = self.local_rooms.get_mut(&room) {
                 local.owner = owner;
             }
-            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0 });
+            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0, after: None });
         }
         for room in failed {
             let Some(local) = self.local_rooms.remove(&room) else { continue };
             self.counters.requests_timed_out += 1;
             let msg = format!("the owner of room {room} did not answer within {timeout} ms");
-            for conn in local.subscribers {
+            let SubState::Pending { waiters, .. } = local.state else { continue };
+            for (conn, _) in waiters {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.rooms.remove(&room);
                 }

@@ -13,16 +13,15 @@
 //! claimed it and knows no likelier holder. Exhausted redirects and races
 //! wait and retry; they never create a room.
 
-use std::collections::BTreeSet;
-
-use hubbub_proto::chat::{ChatFrame, ClaimAnswer, MAX_HOPS, RoomState};
+use hubbub_proto::chat::{ChatFrame, ClaimAnswer, Entry, MAX_HOPS, PendingPublish, RoomState};
 use hubbub_ring::{NodeId, room_key, user_key};
 use tracing::{debug, info, warn};
 
 /// Redirects a claim follows before it waits and starts again.
 const CLAIM_HOPS: u8 = 8;
 
-use crate::core::{Claiming, Core, Held, Moved, RETRY_MS, Route, encode};
+use crate::core::{Claiming, Core, Moved, RETRY_MS, Route, encode};
+use crate::history::Held;
 
 impl Core {
     /// Where requests for `room` go; starts a claim when this node should
@@ -47,7 +46,7 @@ impl Core {
             }
             // Alone in the ring: nobody else can hold it.
             None => {
-                self.held.insert(room.to_owned(), Held { next_seq: 1, nodes: BTreeSet::new() });
+                self.create_room(room, now);
                 Route::Held
             }
         }
@@ -72,29 +71,51 @@ impl Core {
         self.route(target, ChatFrame::Claim { room: room.to_owned() });
     }
 
-    /// Installs `state` for `room` and replays what waited for it.
+    /// Installs `state` for `room`, syncs its replicas and replays what
+    /// waited for it.
     fn install(&mut self, room: String, state: RoomState, now: u64) {
         debug!(room, next_seq = state.next_seq, nodes = state.nodes.len(), "installing a room");
-        // Not filtered by this node's ring: it may still miss members. Down
-        // nodes are dropped by `on_view`.
-        let nodes: BTreeSet<NodeId> = state.nodes.into_iter().collect();
+        let incoming = Held::from_state(state);
         match self.held.get_mut(&room) {
             Some(held) => {
                 // Two states for one room: keep the larger seq so none repeats.
-                warn!(room, ours = held.next_seq, theirs = state.next_seq, "merging two states of one room");
-                held.next_seq = held.next_seq.max(state.next_seq);
-                held.nodes.extend(nodes);
+                warn!(room, ours = held.next_seq, theirs = incoming.next_seq, "merging two states of one room");
+                held.next_seq = held.next_seq.max(incoming.next_seq);
+                held.released = held.released.max(incoming.released);
+                held.nodes.extend(incoming.nodes);
+                held.awaiting.extend(incoming.awaiting);
             }
             None => {
-                self.held.insert(room.clone(), Held { next_seq: state.next_seq, nodes });
+                self.held.insert(room.clone(), incoming);
             }
         }
+        self.settle_room(room, now);
+    }
+
+    /// A room no node could hand over: from this node's replica copy when it
+    /// has one (its holder failed), else new.
+    fn create_room(&mut self, room: &str, now: u64) {
+        let held = match self.replicas.get(room) {
+            Some(replica) => {
+                self.counters.failovers += 1;
+                let held = Held::from_replica(replica);
+                info!(room, next_seq = held.next_seq, term = held.term, "taking a room over from its replica");
+                held
+            }
+            None => Held::new_room(),
+        };
+        self.held.insert(room.to_owned(), held);
+        self.settle_room(room.to_owned(), now);
+    }
+
+    /// After a room arrives here: replicas synced, waiting frames replayed.
+    fn settle_room(&mut self, room: String, now: u64) {
         self.moved.remove(&room);
+        self.replicate(&room, Vec::new(), now);
         if let Some(claim) = self.claiming.remove(&room) {
             self.replay(claim.buffered, now);
         }
     }
-
     fn replay(&mut self, frames: Vec<(NodeId, ChatFrame)>, now: u64) {
         for (from, frame) in frames {
             match frame {
@@ -151,7 +172,7 @@ impl Core {
     fn restart_claim(&mut self, room: &str, now: u64) {
         match self.sent_to(room).or_else(|| self.claim_target(room)) {
             Some(target) => self.start_claim(room, target, now, 0),
-            None => self.install(room.to_owned(), RoomState { next_seq: 1, nodes: Vec::new() }, now),
+            None => self.create_room(room, now),
         }
     }
 
@@ -173,14 +194,26 @@ impl Core {
         let ChatFrame::Publish { req, origin, room, from: sender, id, body, hops } = frame else { return };
         match self.room_route(&room, now) {
             Route::Held => {
+                let limits = self.limits.history;
                 let held = self.held.get_mut(&room).expect("route said held");
+                let pending = |seq| PendingPublish { seq, req, origin };
+                if let Some(&seq) = held.dedupe.get(&(sender.clone(), id.clone())) {
+                    // A retry of a sequenced message: answered with its seq, never published twice.
+                    self.counters.duplicate_sends += 1;
+                    if seq <= held.released {
+                        self.route(origin, ChatFrame::Published { req, room, seq });
+                    } else {
+                        held.awaiting.push_back(pending(seq));
+                    }
+                    return;
+                }
                 let seq = held.next_seq;
                 held.next_seq += 1;
                 self.counters.published += 1;
-                let nodes: Vec<NodeId> = held.nodes.iter().copied().collect();
-                let deliver = ChatFrame::Deliver { room: room.clone(), seq, from: sender, id, body, ts: now };
-                self.fan_out(&nodes, deliver, now);
-                self.route(origin, ChatFrame::Published { req, room, seq });
+                let entry = Entry { seq, from: sender, id, body, ts: now };
+                held.append(entry.clone(), &limits, now);
+                held.awaiting.push_back(pending(seq));
+                self.replicate(&room, vec![entry], now);
             }
             Route::Forward(to) => {
                 if hops >= MAX_HOPS {
@@ -200,7 +233,7 @@ impl Core {
     }
 
     /// Sends one delivery to every node in `nodes`, encoded once.
-    fn fan_out(&mut self, nodes: &[NodeId], deliver: ChatFrame, now: u64) {
+    pub(crate) fn fan_out(&mut self, nodes: &[NodeId], deliver: ChatFrame, now: u64) {
         let remote: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != self.me).collect();
         if !remote.is_empty() {
             let bytes = encode(deliver.clone());
@@ -214,34 +247,61 @@ impl Core {
     }
 
     pub(crate) fn on_subscription(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
-        let (room, node, hops, subscribe) = match &frame {
-            ChatFrame::Subscribe { room, node, hops } => (room.clone(), *node, *hops, true),
-            ChatFrame::Unsubscribe { room, node, hops } => (room.clone(), *node, *hops, false),
+        let (room, hops) = match &frame {
+            ChatFrame::Subscribe { room, hops, .. }
+            | ChatFrame::Unsubscribe { room, hops, .. }
+            | ChatFrame::History { room, hops, .. } => (room.clone(), *hops),
             _ => return,
         };
         match self.room_route(&room, now) {
-            Route::Held => {
-                let held = self.held.get_mut(&room).expect("route said held");
-                if subscribe {
+            Route::Held => match frame {
+                ChatFrame::Subscribe { node, after, .. } => {
+                    let held = self.held.get_mut(&room).expect("route said held");
                     held.nodes.insert(node);
-                    let seq = held.next_seq - 1;
-                    self.route(node, ChatFrame::Subscribed { room, seq });
-                } else {
-                    held.nodes.remove(&node);
+                    let seq = held.released;
+                    // A node that had the room before an owner change gets what it missed.
+                    let missed = after.map(|a| held.log.range(a, seq).0).unwrap_or_default();
+                    self.route(node, ChatFrame::Subscribed { room: room.clone(), seq });
+                    for e in missed {
+                        let deliver = ChatFrame::Deliver {
+                            room: room.clone(),
+                            seq: e.seq,
+                            from: e.from,
+                            id: e.id,
+                            body: e.body,
+                            ts: e.ts,
+                        };
+                        self.route(node, deliver);
+                    }
                 }
-            }
+                ChatFrame::Unsubscribe { node, .. } => {
+                    self.held.get_mut(&room).expect("route said held").nodes.remove(&node);
+                }
+                ChatFrame::History { req, since, node, .. } => {
+                    let held = self.held.get(&room).expect("route said held");
+                    let (entries, truncated) = held.log.range(since, held.released);
+                    self.route(node, ChatFrame::HistoryReply { req, room, entries, truncated });
+                }
+                _ => {}
+            },
             Route::Forward(to) => {
+                // Past MAX_HOPS the subscriber's retry tries again later.
                 if hops < MAX_HOPS {
                     self.counters.forwarded += 1;
-                    let hops = hops + 1;
-                    let frame = if subscribe {
-                        ChatFrame::Subscribe { room, node, hops }
-                    } else {
-                        ChatFrame::Unsubscribe { room, node, hops }
+                    let frame = match frame {
+                        ChatFrame::Subscribe { room, node, after, .. } => {
+                            ChatFrame::Subscribe { room, node, after, hops: hops + 1 }
+                        }
+                        ChatFrame::Unsubscribe { room, node, .. } => {
+                            ChatFrame::Unsubscribe { room, node, hops: hops + 1 }
+                        }
+                        ChatFrame::History { req, room, since, node, .. } => {
+                            ChatFrame::History { req, room, since, node, hops: hops + 1 }
+                        }
+                        other => other,
                     };
                     self.route(to, frame);
                 }
-                // Past MAX_HOPS the subscriber's retry tries again later.
             }
             Route::Buffer => self.claiming.get_mut(&room).expect("route said buffer").buffered.push((from, frame)),
         }
@@ -306,7 +366,7 @@ impl Core {
         }
         match answer {
             ClaimAnswer::State(_) => unreachable!("handled above"),
-            ClaimAnswer::Unknown => self.install(room, RoomState { next_seq: 1, nodes: Vec::new() }, now),
+            ClaimAnswer::Unknown => self.create_room(&room, now),
             ClaimAnswer::Redirect(next) if next != self.me && claim.hops < CLAIM_HOPS => {
                 let hops = claim.hops + 1;
                 self.start_claim(&room, next, now, hops);

@@ -52,6 +52,8 @@ struct Sim {
     nodes: BTreeMap<NodeId, Core>,
     conns: Vec<(NodeId, u64, Arc<Recorder>)>,
     sent: u64,
+    /// Crashed nodes: their connections' acks count, their deliveries don't.
+    crashed: Vec<NodeId>,
 }
 
 const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
@@ -79,6 +81,7 @@ impl Sim {
             nodes,
             conns: Vec::new(),
             sent: 0,
+            crashed: Vec::new(),
         }
     }
 
@@ -140,14 +143,23 @@ impl Sim {
             let core = self.nodes.get_mut(id).unwrap();
             core.connect(conn, &format!("u{i}"), rec.clone(), self.now);
             for room in ROOMS {
-                core.join(conn, room, self.now);
+                core.join(conn, room, None, self.now);
             }
             self.conns.push((*id, conn, rec));
         }
     }
 
+    /// kill -9: the node and every frame to or from it in flight vanish.
+    fn crash(&mut self, node: NodeId) {
+        self.collect();
+        self.nodes.remove(&node);
+        self.links.retain(|(from, to), _| *from != node && *to != node);
+        self.crashed.push(node);
+    }
+
     fn publish(&mut self) {
-        let (node, conn, _) = self.conns[self.rng.random_range(0..self.conns.len())].clone();
+        let live: Vec<_> = self.conns.iter().filter(|(n, _, _)| !self.crashed.contains(n)).cloned().collect();
+        let (node, conn, _) = live[self.rng.random_range(0..live.len())].clone();
         let room = ROOMS[self.rng.random_range(0..ROOMS.len())];
         self.sent += 1;
         let id = format!("m{}", self.sent);
@@ -193,7 +205,7 @@ fn check(sim: &Sim, seed: u64) {
             }
         }
     }
-    for (node, conn, rec) in &sim.conns {
+    for (node, conn, rec) in sim.conns.iter().filter(|(n, _, _)| !sim.crashed.contains(n)) {
         let mut seen: HashMap<String, Vec<(u64, String)>> = HashMap::new();
         let mut joined_at: HashMap<String, u64> = HashMap::new();
         for frame in rec.frames.lock().unwrap().iter() {
@@ -201,7 +213,7 @@ fn check(sim: &Sim, seed: u64) {
                 ServerMsg::Message { room: Some(room), seq: Some(seq), id, .. } => {
                     seen.entry(room.clone()).or_default().push((*seq, id.clone()));
                 }
-                ServerMsg::Joined { room, seq } => {
+                ServerMsg::Joined { room, seq, .. } => {
                     joined_at.entry(room.clone()).or_insert(*seq);
                 }
                 _ => {}
@@ -295,6 +307,28 @@ fn rings_that_converge_at_different_moments_agree_on_one_holder() {
         let full = Ring::new(sim.nodes.keys().copied());
         sim.change_view(&full, &[]);
         sim.traffic(300);
+        sim.settle();
+        check(&sim, seed);
+        for room in ROOMS {
+            let holders = sim.nodes.values().filter(|c| c.held.contains_key(room)).count();
+            assert_eq!(holders, 1, "seed {seed}: {room} has {holders} holders");
+        }
+    }
+}
+
+#[test]
+fn a_crashed_holder_loses_nothing_acked() {
+    for seed in 0..200 {
+        let mut sim = Sim::new(seed, &["a", "b", "c", "d"]);
+        sim.connect_all();
+        sim.traffic(200);
+        // Crash the holder of r0 mid-traffic: frames in flight are lost.
+        let victim = *sim.nodes.iter().find(|(_, c)| c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        sim.crash(victim);
+        sim.traffic(20);
+        let shrunk = Ring::new(sim.nodes.keys().copied());
+        sim.change_view(&shrunk, &[]);
+        sim.traffic(200);
         sim.settle();
         check(&sim, seed);
         for room in ROOMS {

@@ -189,7 +189,7 @@ impl Connection {
     pub async fn join(&mut self, room: &str) -> Result<u64, ClientError> {
         self.send(&ClientMsg::Join { room: room.to_owned(), since: None }).await?;
         self.wait_for(|m| match m {
-            ServerMsg::Joined { room: r, seq } if r == room => Some(Ok(*seq)),
+            ServerMsg::Joined { room: r, seq, .. } if r == room => Some(Ok(*seq)),
             ServerMsg::Error { code, message, id: None } => {
                 Some(Err(ClientError::Refused { code: *code, message: message.clone() }))
             }

@@ -199,7 +199,7 @@ enum End {
 }
 
 async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
-    let (user, _resume) = match tokio::time::timeout(gw.chat.hello_timeout, hello(&mut ws, &gw)).await {
+    let (user, resume) = match tokio::time::timeout(gw.chat.hello_timeout, hello(&mut ws, &gw)).await {
         Ok(Some(hello)) => hello,
         Ok(None) => return,
         Err(_) => {
@@ -216,7 +216,10 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
         close: Mutex::new(None),
         wake: Notify::new(),
     });
-    let welcome = welcome(&gw, &user);
+    // A session named in `hello` is resumed: the same id, which the room
+    // owners' de-duplication of retried sends is keyed on with the user.
+    let session = resume.filter(|s| valid_session(s)).unwrap_or_else(session_id);
+    let welcome = welcome(&gw, &user, session);
     queue.push(welcome);
     gw.backplane.core().connect(conn, &user, queue.clone(), now_ms());
     debug!(conn, user, "client connected");
@@ -263,7 +266,12 @@ fn refusal_text(code: ErrorCode, message: &str) -> Text {
     Text::from(serde_json::to_string(&msg).expect("serializable"))
 }
 
-fn welcome(gw: &Gateway, user: &str) -> Text {
+/// Session ids: 1–64 bytes of ASCII letters, digits, `-` and `_`.
+fn valid_session(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn welcome(gw: &Gateway, user: &str, session: String) -> Text {
     let view = gw.cluster.view().borrow().clone();
     // This node first, then the other alive, non-draining nodes.
     let mut nodes: Vec<String> = Vec::new();
@@ -278,7 +286,7 @@ fn welcome(gw: &Gateway, user: &str) -> Text {
         }
     }
     let msg = ServerMsg::Welcome {
-        session: session_id(),
+        session,
         user: user.to_owned(),
         node: view.me.name.clone(),
         nodes,
@@ -305,7 +313,7 @@ fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, text: &str) {
         ClientMsg::Ping { id } => {
             queue.push(Text::from(serde_json::to_string(&ServerMsg::Pong { id }).expect("serializable")));
         }
-        ClientMsg::Join { room, since: _ } => gw.backplane.core().join(conn, &room, now),
+        ClientMsg::Join { room, since } => gw.backplane.core().join(conn, &room, since, now),
         ClientMsg::Leave { room } => gw.backplane.core().leave(conn, &room, now),
         ClientMsg::Send { room, body, id } => gw.backplane.core().send(conn, &room, body, &id, now),
         ClientMsg::Direct { to, body, id } => gw.backplane.core().direct(conn, &to, body, &id, now),

@@ -14,6 +14,25 @@ use serde::{Deserialize, Serialize};
 /// Forwards allowed before a request fails as unavailable.
 pub const MAX_HOPS: u8 = 4;
 
+/// One sequenced message of a room's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub from: String,
+    pub id: String,
+    pub body: String,
+    pub ts: u64,
+}
+
+/// A publish the holder sequenced and has not answered yet (waiting for a
+/// replica); it moves with the room so the new holder answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPublish {
+    pub seq: u64,
+    pub req: u64,
+    pub origin: NodeId,
+}
+
 /// What moves with a room when its owner changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomState {
@@ -21,6 +40,14 @@ pub struct RoomState {
     pub next_seq: u64,
     /// Nodes with at least one local subscriber.
     pub nodes: Vec<NodeId>,
+    /// The kept history, oldest first.
+    pub history: Vec<Entry>,
+    /// The last seq fanned out to subscribers.
+    pub released: u64,
+    /// Sequenced publishes not yet answered.
+    pub pending: Vec<PendingPublish>,
+    /// Ownership term: raised on every failover, so replicas refuse a stale owner.
+    pub term: u64,
 }
 
 /// What a node answers to a `Claim`.
@@ -49,12 +76,25 @@ pub enum ChatFrame {
     Failed { req: u64, reason: String },
     /// Owner → subscriber node: a sequenced message.
     Deliver { room: String, seq: u64, from: String, id: String, body: String, ts: u64 },
-    /// Subscriber node → owner: `node` has local subscribers now.
-    Subscribe { room: String, node: NodeId, hops: u8 },
+    /// Subscriber node → owner: `node` has local subscribers now. `after`:
+    /// the last seq the node delivered, when it already had the room (a
+    /// re-subscription after an owner change): the owner re-sends what follows.
+    Subscribe { room: String, node: NodeId, hops: u8, after: Option<u64> },
     /// Owner → subscriber node: subscribed; the last sequenced message is `seq`.
     Subscribed { room: String, seq: u64 },
     /// Subscriber node → owner: `node` has no local subscribers any more.
     Unsubscribe { room: String, node: NodeId, hops: u8 },
+    /// Subscriber node → owner: the kept messages after `since`, for a
+    /// connection that resumes.
+    History { req: u64, room: String, since: u64, node: NodeId, hops: u8 },
+    /// Owner → subscriber node: messages after the request's `since` (all
+    /// kept ones up to now); `truncated`: older ones are no longer kept.
+    HistoryReply { req: u64, room: String, entries: Vec<Entry>, truncated: bool },
+    /// Owner → replica: store these entries of `room` (a full copy of the
+    /// log when `full`, else the next ones).
+    Replicate { room: String, term: u64, entries: Vec<Entry>, full: bool },
+    /// Replica → owner: stored everything of `room` up to `seq`.
+    Replicated { room: String, term: u64, seq: u64 },
     /// New owner → previous owner: hand me this room.
     Claim { room: String },
     /// Claimed node → claimer.

@@ -82,8 +82,15 @@ pub enum ServerMsg {
         /// Largest accepted `body`, in bytes.
         max_body: usize,
     },
-    /// Answer to `join`: messages after `seq` will follow.
-    Joined { room: String, seq: u64 },
+    /// Answer to `join`: messages after `seq` will follow. With `since`,
+    /// the kept messages in `(since, seq]` follow first; `truncated` says
+    /// the room's history no longer reaches back to `since + 1`.
+    Joined {
+        room: String,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
     /// Answer to `leave`.
     Left { room: String },
     /// A delivered message.
@@ -118,11 +125,18 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
+    /// Move to another node: reconnect to `url` and resume (rebalancing,
+    /// or this node is draining).
+    Reconnect { url: String, reason: String },
     /// Answer to `ping`.
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Codes of `error` frames. The connection stays open after each of them.

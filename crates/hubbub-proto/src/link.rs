@@ -122,7 +122,20 @@ mod tests {
             (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..8)).prop_map(|(next_seq, nodes)| {
                 LinkFrame::Chat(ChatFrame::Handoff {
                     room: "r".into(),
-                    state: crate::chat::RoomState { next_seq, nodes: nodes.into_iter().map(NodeId).collect() },
+                    state: crate::chat::RoomState {
+                        next_seq,
+                        nodes: nodes.into_iter().map(NodeId).collect(),
+                        history: vec![crate::chat::Entry {
+                            seq: next_seq.saturating_sub(1),
+                            from: "ann".into(),
+                            id: "m1".into(),
+                            body: "hi".into(),
+                            ts: 7,
+                        }],
+                        released: next_seq.saturating_sub(1),
+                        pending: Vec::new(),
+                        term: 3,
+                    },
                 })
             }),
         ]

@@ -306,8 +306,9 @@ fn render(msg: &ServerMsg) -> Option<String> {
         ServerMsg::Welcome { user, node, protocol, .. } => {
             Some(format!("[welcome] {user} on node {node} (protocol {protocol})"))
         }
-        ServerMsg::Joined { room, seq } => Some(format!("[joined {room}] last seq {seq}")),
+        ServerMsg::Joined { room, seq, .. } => Some(format!("[joined {room}] last seq {seq}")),
         ServerMsg::Left { room } => Some(format!("[left {room}]")),
+        ServerMsg::Reconnect { url, reason } => Some(format!("[reconnect] {url} ({reason})")),
         ServerMsg::Message { kind, room, seq, from, body, .. } => {
             let body = one_line(body);
             Some(match kind {
@@ -392,7 +393,7 @@ async fn connect(bot: &Bot, out: &Output) -> Result<Connection, RunError> {
             ClientError::Refused { code, message } => format!("cannot join room {room}: {}: {message}", code.as_str()),
             e => format!("cannot join room {room}: {e}"),
         })?;
-        out.frame(&ServerMsg::Joined { room: room.clone(), seq })?;
+        out.frame(&ServerMsg::Joined { room: room.clone(), seq, truncated: false })?;
     }
     Ok(conn)
 }

@@ -80,6 +80,15 @@ pub(crate) struct NodeArgs {
     /// Rooms one connection may join [default: 128].
     #[arg(long, env = "HUBBUB_MAX_ROOMS", value_name = "N")]
     pub(crate) max_rooms: Option<String>,
+    /// Messages of history kept per room [default: 1000].
+    #[arg(long, env = "HUBBUB_HISTORY_MESSAGES", value_name = "N")]
+    pub(crate) history_messages: Option<String>,
+    /// Bytes of history kept per room [default: 1048576].
+    #[arg(long, env = "HUBBUB_HISTORY_BYTES", value_name = "BYTES")]
+    pub(crate) history_bytes: Option<String>,
+    /// Age after which history messages are dropped [default: 3600].
+    #[arg(long, env = "HUBBUB_HISTORY_AGE_SECS", value_name = "SECS")]
+    pub(crate) history_age_secs: Option<String>,
 }
 
 /// The TOML file. Unknown keys are refused.
@@ -102,6 +111,9 @@ struct FileConfig {
     client_queue_bytes: Option<u64>,
     max_in_flight: Option<u64>,
     max_rooms: Option<u64>,
+    history_messages: Option<u64>,
+    history_bytes: Option<u64>,
+    history_age_secs: Option<u64>,
     #[serde(default)]
     membership: MembershipConfig,
 }
@@ -167,6 +179,9 @@ pub(crate) struct ChatConfig {
     pub(crate) client_queue_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) max_rooms: usize,
+    pub(crate) history_messages: usize,
+    pub(crate) history_bytes: usize,
+    pub(crate) history_age_secs: u64,
 }
 
 /// A whole number from a flag (text) or the file, within `range`.
@@ -326,6 +341,22 @@ impl NodeConfig {
             max_in_flight: number("max_in_flight", args.max_in_flight, file.max_in_flight, 1_024, 1..=1_000_000)?
                 as usize,
             max_rooms: number("max_rooms", args.max_rooms, file.max_rooms, 128, 1..=100_000)? as usize,
+            history_messages: number(
+                "history_messages",
+                args.history_messages,
+                file.history_messages,
+                1_000,
+                1..=1_000_000,
+            )? as usize,
+            history_bytes: number("history_bytes", args.history_bytes, file.history_bytes, 1 << 20, 1_024..=1 << 30)?
+                as usize,
+            history_age_secs: number(
+                "history_age_secs",
+                args.history_age_secs,
+                file.history_age_secs,
+                3_600,
+                1..=30 * 86_400,
+            )?,
         };
 
         let membership = file.membership;

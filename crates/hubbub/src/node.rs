@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hubbub_backplane::{Backplane, CoreLimits};
+use hubbub_backplane::{Backplane, CoreLimits, HistoryLimits};
 use hubbub_cluster::{Cluster, ClusterConfig};
 use hubbub_gateway::{ChatSettings, Gateway};
 use tokio::net::TcpListener;
@@ -133,6 +133,12 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let limits = CoreLimits {
+        replication_factor: config.replication_factor,
+        history: HistoryLimits {
+            messages: config.chat.history_messages,
+            bytes: config.chat.history_bytes,
+            age_ms: config.chat.history_age_secs * 1_000,
+        },
         max_rooms: config.chat.max_rooms,
         max_in_flight: config.chat.max_in_flight,
         ..CoreLimits::default()

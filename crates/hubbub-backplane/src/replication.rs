@@ -1,0 +1,141 @@
+//! Replication of each held room's log to the next `replication_factor - 1`
+//! nodes of the room's preference list, and the release rule: a sequenced
+//! message is fanned out and acknowledged only once a replica stored it (at
+//! once when no other node is alive), so a message a client saw acked
+//! survives its holder's crash: the first replica becomes the owner and
+//! continues from its copy ([`crate::history::Held::from_replica`]).
+//!
+//! A replica refuses entries from an owner of an older term than it has
+//! seen, so a holder that was failed over cannot get acks any more.
+
+use hubbub_proto::chat::{ChatFrame, Entry};
+use hubbub_ring::{NodeId, room_key};
+
+use crate::core::Core;
+
+impl Core {
+    /// The replicas of `room` as this node sees the ring.
+    fn replica_targets(&self, room: &str) -> Vec<NodeId> {
+        let wanted = self.limits.replication_factor.saturating_sub(1);
+        if wanted == 0 {
+            return Vec::new();
+        }
+        self.ring
+            .preference_order(&room_key(room))
+            .into_iter()
+            .filter(|n| *n != self.me && !self.leaving.contains(n))
+            .take(wanted)
+            .collect()
+    }
+
+    /// Sends `entries` (just appended) to the room's replicas; a replica
+    /// that does not have this term's log yet gets all of it. With no
+    /// replica, everything sequenced is released at once.
+    pub(crate) fn replicate(&mut self, room: &str, entries: Vec<Entry>, now: u64) {
+        let targets = self.replica_targets(room);
+        let Some(held) = self.held.get_mut(room) else { return };
+        held.synced.retain(|n| targets.contains(n));
+        if targets.is_empty() {
+            let upto = held.next_seq - 1;
+            self.release(room, upto, now);
+            return;
+        }
+        let term = held.term;
+        let mut sends = Vec::new();
+        for target in targets {
+            if held.synced.insert(target) {
+                let all: Vec<Entry> = held.log.entries.iter().cloned().collect();
+                sends.push((target, ChatFrame::Replicate { room: room.to_owned(), term, entries: all, full: true }));
+            } else if !entries.is_empty() {
+                let frame = ChatFrame::Replicate { room: room.to_owned(), term, entries: entries.clone(), full: false };
+                sends.push((target, frame));
+            }
+        }
+        for (target, frame) in sends {
+            self.route(target, frame);
+        }
+    }
+
+    /// Fans out every sequenced message up to `upto` not fanned out yet, in
+    /// order, and answers the publishes waiting for them.
+    pub(crate) fn release(&mut self, room: &str, upto: u64, now: u64) {
+        let Some(held) = self.held.get_mut(room) else { return };
+        let upto = upto.min(held.next_seq - 1);
+        let mut delivers = Vec::new();
+        while held.released < upto {
+            held.released += 1;
+            if let Some(e) = held.log.get(held.released) {
+                delivers.push(ChatFrame::Deliver {
+                    room: room.to_owned(),
+                    seq: e.seq,
+                    from: e.from.clone(),
+                    id: e.id.clone(),
+                    body: e.body.clone(),
+                    ts: e.ts,
+                });
+            }
+        }
+        let released = held.released;
+        let mut answers = Vec::new();
+        held.awaiting.retain(|p| {
+            if p.seq <= released {
+                answers.push((p.origin, ChatFrame::Published { req: p.req, room: room.to_owned(), seq: p.seq }));
+                false
+            } else {
+                true
+            }
+        });
+        let nodes: Vec<NodeId> = held.nodes.iter().copied().collect();
+        for deliver in delivers {
+            self.fan_out(&nodes, deliver, now);
+        }
+        for (origin, answer) in answers {
+            self.route(origin, answer);
+        }
+    }
+
+    pub(crate) fn on_replicate(
+        &mut self,
+        from: NodeId,
+        room: String,
+        term: u64,
+        entries: Vec<Entry>,
+        full: bool,
+        now: u64,
+    ) {
+        if self.held.contains_key(&room) {
+            // Another node believes it holds this room; not acknowledged.
+            return;
+        }
+        let count = entries.len() as u64;
+        let limits = self.limits.history;
+        let replica = self.replicas.entry(room.clone()).or_default();
+        if replica.store(term, entries, full, &limits, now) {
+            self.counters.replicated_entries += count;
+            let seq = replica.released;
+            self.route(from, ChatFrame::Replicated { room, term, seq });
+        } else {
+            self.counters.peer_frames_refused += 1;
+        }
+    }
+
+    pub(crate) fn on_replicated(&mut self, from: NodeId, room: &str, term: u64, seq: u64, now: u64) {
+        let Some(held) = self.held.get(room) else { return };
+        if held.term == term && held.synced.contains(&from) {
+            self.release(room, seq, now);
+        }
+    }
+
+    /// After a ring change: held rooms sync their new replicas; replica
+    /// copies of rooms this node no longer replicates are dropped.
+    pub(crate) fn resync_replicas(&mut self, now: u64) {
+        let rooms: Vec<String> = self.held.keys().cloned().collect();
+        for room in rooms {
+            self.replicate(&room, Vec::new(), now);
+        }
+        let factor = self.limits.replication_factor.max(1);
+        let me = self.me;
+        let ring = &self.ring;
+        self.replicas.retain(|room, _| ring.preference_list(&room_key(room), factor).contains(&me));
+    }
+}
