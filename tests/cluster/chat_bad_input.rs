@@ -377,7 +377,8 @@ fn slow_consumer_closes_4008_without_delaying_others() {
     const RUN_BOUND: Duration = Duration::from_secs(40);
     let room = "big";
 
-    let nodes = start_nodes(2, &["--client-queue-bytes", "65536"]);
+    // Its clients are placed unevenly on purpose: no rebalancing.
+    let nodes = start_nodes(2, &["--client-queue-bytes", "65536", "--rebalance", "false"]);
     let (url1, url2) = (ws_url(&nodes[0]), ws_url(&nodes[1]));
     let rt = runtime();
     let started = Instant::now();

@@ -72,6 +72,8 @@ struct Report {
     acked: Vec<Acked>,
     failed: Vec<(String, ErrorCode)>,
     closed: Option<(u16, String)>,
+    /// `reconnect` frames received (a draining node asks its clients to move).
+    asked_to_move: Vec<String>,
     error: Option<String>,
 }
 
@@ -162,6 +164,14 @@ fn join_and_leave_under_traffic() {
     let visitor_reports: Vec<Report> = visitor_tasks.into_iter().map(|t| finish(&rt, t)).collect();
     for report in &visitor_reports {
         assert!(report.error.is_none(), "{}: {}", report.who, report.error.as_deref().unwrap_or_default());
+        // These clients do not follow `reconnect`: they are asked to move
+        // during the drain window, then closed.
+        assert_eq!(
+            report.asked_to_move,
+            vec!["draining".to_owned()],
+            "{}: a draining node asks each client once to move",
+            report.who
+        );
         assert_eq!(
             report.closed,
             Some((1001, "node draining".to_owned())),
@@ -483,6 +493,10 @@ fn record(report: &mut Report, msg: ServerMsg) -> Result<(), String> {
     match msg {
         ServerMsg::Message { kind: Audience::Room, room: Some(room), seq: Some(seq), from, body, id, .. } => {
             report.received.entry(room).or_default().push(Delivery { seq, from, id, body });
+            Ok(())
+        }
+        ServerMsg::Reconnect { reason, .. } => {
+            report.asked_to_move.push(reason);
             Ok(())
         }
         other => Err(format!("unexpected frame {other:?}")),

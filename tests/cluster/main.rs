@@ -13,6 +13,7 @@ mod chat_bad_input;
 mod chat_ring_change;
 mod chat_routing;
 mod chat_util;
+mod client_resume;
 mod convergence;
 mod dev_launcher;
 mod faults;

@@ -109,6 +109,8 @@ pub struct ChatCounters {
     pub gaps_skipped: u64,
     pub requests_timed_out: u64,
     pub slow_consumers_closed: u64,
+    pub asked_to_move: u64,
+    pub refused_without_quorum: u64,
     pub floods_closed: u64,
     pub peer_frames_refused: u64,
 }
@@ -120,6 +122,8 @@ pub(crate) struct Conn {
     pub(crate) in_flight: usize,
     /// Closing (slow consumer or flood): receives nothing more.
     pub(crate) closing: bool,
+    /// When this connection was last asked to move to another node.
+    pub(crate) asked_to_move_ms: Option<u64>,
 }
 
 pub(crate) enum SubState {
@@ -221,6 +225,9 @@ pub struct Core {
     pub(crate) leaving: HashSet<NodeId>,
     /// This node is draining: it owns nothing.
     pub(crate) draining: bool,
+    /// This node sees a majority of the last stable membership; without it
+    /// nothing is sequenced or acknowledged here.
+    pub(crate) quorum: bool,
     pub(crate) limits: CoreLimits,
     pub(crate) peers: Box<dyn PeerSink>,
     pub(crate) next_req: u64,
@@ -259,6 +266,7 @@ impl Core {
             ring: Ring::new([me]),
             leaving: HashSet::new(),
             draining: false,
+            quorum: true,
             limits,
             peers,
             next_req: 1,
@@ -324,6 +332,37 @@ impl Core {
             .collect();
         local.sort_by(|a, b| a.room.cmp(&b.room));
         (held, local)
+    }
+
+    /// Sets whether this node sees a majority (see [`crate::Backplane`]).
+    pub fn set_quorum(&mut self, quorum: bool) {
+        self.quorum = quorum;
+    }
+
+    /// Whether this node sees a majority.
+    pub fn has_quorum(&self) -> bool {
+        self.quorum
+    }
+
+    /// Asks up to `n` connections (not asked in the last `quiet_ms`) to move
+    /// to `url`; returns how many were asked.
+    pub fn ask_to_move(&mut self, n: usize, url: &str, reason: &str, quiet_ms: u64, now: u64) -> usize {
+        let frame = text(&ServerMsg::Reconnect { url: url.to_owned(), reason: reason.to_owned() });
+        let picked: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing && c.asked_to_move_ms.is_none_or(|at| now.saturating_sub(at) >= quiet_ms))
+            .map(|(id, _)| *id)
+            .take(n)
+            .collect();
+        for conn in &picked {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.asked_to_move_ms = Some(now);
+            }
+            self.push(*conn, frame.clone());
+        }
+        self.counters.asked_to_move += picked.len() as u64;
+        picked.len()
     }
 
     /// Handoffs sent and not yet acknowledged (draining waits for zero).

@@ -1,5 +1,6 @@
 //! The backplane's driver: one [`Core`] behind a mutex, fed by the cluster
-//! view, the node links and a ticker.
+//! view (through [`Fencing`]: quorum and delayed ring removal), the node
+//! links and a ticker.
 //!
 //! Every entry point locks the core for a short, non-blocking step: the core
 //! only queues frames (link queues, connection queues), it never waits, so
@@ -16,12 +17,23 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::collections::BTreeSet;
+
+use hubbub_ring::Ring;
+use tracing::{debug, info, warn};
+
 use crate::core::{Core, CoreLimits, PeerSink};
+use crate::quorum::{Fencing, FencingConfig};
+use crate::rebalance::{NodeLoad, plan};
 
 /// How often timeouts are checked.
 const TICK: Duration = Duration::from_millis(250);
 /// Chat frames received from links waiting for the core.
 const INBOX: usize = 4_096;
+/// Mean interval between rebalancing rounds (jittered ±30 %).
+const REBALANCE_EVERY: Duration = Duration::from_secs(1);
+/// A client asked to move is not asked again for this long.
+const REBALANCE_QUIET_MS: u64 = 10_000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -46,6 +58,8 @@ impl Backplane {
     pub fn start(
         cluster: &Cluster,
         limits: CoreLimits,
+        fencing: FencingConfig,
+        rebalance: bool,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Backplane> {
@@ -56,7 +70,10 @@ impl Backplane {
             Arc::new(Backplane { core: Mutex::new(Core::new(me, limits, Box::new(LinkSink(links.clone())))) });
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
         links.set_chat_inbox(inbox_tx);
-        tasks.spawn(backplane.clone().run(view, inbox_rx, shutdown));
+        if rebalance {
+            tasks.spawn(backplane.clone().rebalance_loop(cluster.view(), shutdown.clone()));
+        }
+        tasks.spawn(backplane.clone().run(view, inbox_rx, fencing, shutdown));
         backplane
     }
 
@@ -69,46 +86,149 @@ impl Backplane {
         self: Arc<Self>,
         mut view: tokio::sync::watch::Receiver<Arc<hubbub_cluster::ClusterView>>,
         mut inbox: mpsc::Receiver<(NodeId, hubbub_proto::chat::ChatFrame)>,
+        fencing: FencingConfig,
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(TICK);
-        let mut apply_view = true;
+        let me = view.borrow().me.id;
+        let mut fencing = Fencing::new(me, fencing, now_ms());
+        let mut ring = Ring::new([me]);
+        let mut had_quorum = true;
         loop {
-            if apply_view {
-                let current = view.borrow_and_update().clone();
-                let draining = current
-                    .active()
-                    .filter(|m| m.status.as_ref().is_some_and(|s| s.draining))
-                    .map(|m| m.identity.id)
-                    .collect::<Vec<_>>();
-                self.core().on_view(current.ring.clone(), draining, now_ms());
-                apply_view = false;
-            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                changed = view.changed() => match changed {
-                    Ok(()) => apply_view = true,
-                    Err(_) => return,
-                },
-                frame = inbox.recv() => match frame {
-                    Some((from, frame)) => {
-                        let now = now_ms();
-                        let mut core = self.core();
-                        core.on_frame(from, frame, now);
-                        // Take what else is waiting under the same lock.
-                        for _ in 0..256 {
-                            match inbox.try_recv() {
-                                Ok((from, frame)) => core.on_frame(from, frame, now),
-                                Err(_) => break,
-                            }
+                changed = view.changed() => if changed.is_err() { return },
+                frame = inbox.recv() => {
+                    let Some((from, frame)) = frame else { return };
+                    let now = now_ms();
+                    let mut core = self.core();
+                    core.on_frame(from, frame, now);
+                    // Take what else is waiting under the same lock.
+                    for _ in 0..256 {
+                        match inbox.try_recv() {
+                            Ok((from, frame)) => core.on_frame(from, frame, now),
+                            Err(_) => break,
                         }
                     }
-                    None => return,
-                },
+                    continue;
+                }
                 _ = tick.tick() => self.core().tick(now_ms()),
             }
+            // A view change or a tick: membership, fencing and the ring.
+            let current = view.borrow_and_update().clone();
+            let now = now_ms();
+            let draining: BTreeSet<NodeId> = current
+                .active()
+                .filter(|m| m.status.as_ref().is_some_and(|s| s.draining))
+                .map(|m| m.identity.id)
+                .collect();
+            fencing.observe(current.active().map(|m| m.identity.id).collect(), &draining, now);
+            ring = ring.with_members(fencing.ring_members());
+            let quorum = fencing.has_quorum();
+            let mut core = self.core();
+            core.set_quorum(quorum);
+            core.on_view(ring.clone(), draining.iter().copied(), now);
+            if had_quorum && !quorum {
+                // Cut off in a minority: send clients to the nodes this one cannot see.
+                let urls: Vec<String> = fencing
+                    .stable()
+                    .iter()
+                    .filter(|id| current.active().all(|m| m.identity.id != **id))
+                    .filter_map(|id| current.member(*id))
+                    .map(|m| {
+                        m.status
+                            .as_ref()
+                            .map(|s| s.ws_url.clone())
+                            .unwrap_or_else(|| format!("ws://{}/ws", m.identity.http))
+                    })
+                    .collect();
+                warn!(
+                    seen = current.active().count(),
+                    stable = fencing.stable().len(),
+                    "lost the majority: refusing sends"
+                );
+                if !urls.is_empty() {
+                    let share = core.connections().div_ceil(urls.len());
+                    for url in &urls {
+                        core.ask_to_move(share, url, "minority", 0, now);
+                    }
+                }
+            } else if !had_quorum && quorum {
+                info!("majority regained");
+            }
+            had_quorum = quorum;
         }
+    }
+
+    /// Every second or so (jittered), asks a bounded share of this node's
+    /// clients to move when connection counts are out of balance
+    /// ([`crate::rebalance::plan`]).
+    async fn rebalance_loop(
+        self: Arc<Self>,
+        view: tokio::sync::watch::Receiver<Arc<hubbub_cluster::ClusterView>>,
+        shutdown: CancellationToken,
+    ) {
+        use rand::RngExt;
+        let mut last_plan: Option<(usize, String)> = None;
+        loop {
+            let wait = REBALANCE_EVERY.mul_f64(rand::rng().random_range(0.7..1.3));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let current = view.borrow().clone();
+            let mut core = self.core();
+            if core.draining || !core.quorum {
+                continue;
+            }
+            // Every count comes from gossiped node state, this node's too,
+            // so all are equally stale (a live count against stale ones
+            // would look like an imbalance at every start).
+            let nodes: Vec<NodeLoad> = current
+                .active()
+                .filter_map(|m| {
+                    let status = m.status.as_ref().filter(|s| !s.draining)?;
+                    Some(NodeLoad { id: m.identity.id, connections: status.connections, ws_url: status.ws_url.clone() })
+                })
+                .collect();
+            // Act only on an imbalance seen in two rounds in a row.
+            let planned = plan(current.me.id, &nodes);
+            if let (Some((n, url)), Some((_, before))) = (&planned, &last_plan)
+                && url == before
+            {
+                let moved = core.ask_to_move(*n, url, "rebalance", REBALANCE_QUIET_MS, now_ms());
+                debug!(moved, to = url, "rebalancing connections");
+            }
+            last_plan = planned;
+        }
+    }
+
+    /// Moves this node's clients to `urls` (round robin) over `window`, a
+    /// share every 250 ms; returns how many were asked.
+    pub async fn move_clients(&self, urls: &[String], window: Duration) -> usize {
+        if urls.is_empty() {
+            return 0;
+        }
+        let rounds = (window.as_millis() / 250).max(1) as usize;
+        let mut asked = 0;
+        for round in 0..rounds {
+            {
+                let mut core = self.core();
+                let left = core.connections().saturating_sub(asked);
+                let share = left.div_ceil(rounds - round);
+                for (i, url) in urls.iter().enumerate() {
+                    let part = share / urls.len() + usize::from(i < share % urls.len());
+                    asked += core.ask_to_move(part, url, "draining", u64::MAX, now_ms());
+                }
+                if core.connections() == 0 {
+                    return asked;
+                }
+            }
+            tokio::time::sleep(window / rounds as u32).await;
+        }
+        asked
     }
 
     /// Starts draining (see [`Core::drain`]) and waits, up to `timeout`, until

@@ -20,6 +20,8 @@ mod driver;
 mod history;
 mod local;
 mod owner;
+mod quorum;
+pub mod rebalance;
 mod replication;
 #[cfg(test)]
 mod sim_tests;
@@ -27,3 +29,4 @@ mod sim_tests;
 pub use crate::core::{ChatCounters, ConnId, ConnSink, Core, CoreLimits, HeldRoom, LocalRoomInfo, PeerSink, Text};
 pub use crate::driver::{Backplane, now_ms};
 pub use crate::history::HistoryLimits;
+pub use crate::quorum::{Fencing, FencingConfig};

@@ -41,8 +41,14 @@ impl Core {
 
     /// A connection said `hello` as `user`.
     pub fn connect(&mut self, conn: ConnId, user: &str, sink: Arc<dyn ConnSink>, now: u64) {
-        let c =
-            crate::core::Conn { user: user.to_owned(), rooms: Default::default(), sink, in_flight: 0, closing: false };
+        let c = crate::core::Conn {
+            user: user.to_owned(),
+            rooms: Default::default(),
+            sink,
+            in_flight: 0,
+            closing: false,
+            asked_to_move_ms: None,
+        };
         self.conns.insert(conn, c);
         let owner = self.owner_of(&user_key(user));
         let entry =
@@ -246,6 +252,12 @@ impl Core {
             return;
         }
         let from = c.user.clone();
+        if !self.quorum {
+            self.counters.refused_without_quorum += 1;
+            let msg = "this node does not see a majority of the cluster; reconnect to another node";
+            self.push(conn, error(ErrorCode::Unavailable, msg, Some(id.to_owned())));
+            return;
+        }
         if !self.admit(conn) {
             return;
         }

@@ -193,6 +193,11 @@ impl Core {
     pub(crate) fn on_publish(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
         let ChatFrame::Publish { req, origin, room, from: sender, id, body, hops } = frame else { return };
         match self.room_route(&room, now) {
+            Route::Held if !self.quorum => {
+                self.counters.refused_without_quorum += 1;
+                let reason = format!("the owner of room {room} does not see a majority of the cluster");
+                self.route(origin, ChatFrame::Failed { req, reason });
+            }
             Route::Held => {
                 let limits = self.limits.history;
                 let held = self.held.get_mut(&room).expect("route said held");

@@ -23,10 +23,13 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 pub use hubbub_proto::client::{Audience, ClientMsg, CloseCode, ErrorCode, ServerMsg};
+pub use resilient::{ResilientClient, ResilientEvent, ResilientOpts};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub mod resilient;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -104,7 +104,17 @@ pub(crate) async fn upgrade(State(gw): State<Arc<Gateway>>, req: Request) -> Res
         }
         .into_response();
     }
-    if gw.clients_stop.is_cancelled() {
+    if !gw.backplane.core().has_quorum() {
+        return AppError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "no_quorum",
+            message: "this node does not see a majority of the cluster; try another node".to_owned(),
+        }
+        .into_response();
+    }
+    let draining =
+        gw.cluster.view().borrow().members.iter().any(|m| m.is_self && m.status.as_ref().is_some_and(|s| s.draining));
+    if draining || gw.clients_stop.is_cancelled() {
         return AppError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "draining",

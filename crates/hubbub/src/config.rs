@@ -89,6 +89,18 @@ pub(crate) struct NodeArgs {
     /// Age after which history messages are dropped [default: 3600].
     #[arg(long, env = "HUBBUB_HISTORY_AGE_SECS", value_name = "SECS")]
     pub(crate) history_age_secs: Option<String>,
+    /// How long a node declared down stays in the chat ring, so a flapping
+    /// verdict does not move its rooms twice [default: 1000].
+    #[arg(long, env = "HUBBUB_RING_REMOVAL_DELAY_MS", value_name = "MS")]
+    pub(crate) ring_removal_delay_ms: Option<String>,
+    /// Move connections from fuller to emptier nodes (`reconnect` frames)
+    /// while counts differ by more than 10 % from the mean [default: true].
+    #[arg(long, env = "HUBBUB_REBALANCE", value_name = "BOOL")]
+    pub(crate) rebalance: Option<String>,
+    /// On SIGTERM, clients are moved to other nodes over this window before
+    /// the rest are closed [default: 5000].
+    #[arg(long, env = "HUBBUB_DRAIN_WINDOW_MS", value_name = "MS")]
+    pub(crate) drain_window_ms: Option<String>,
 }
 
 /// The TOML file. Unknown keys are refused.
@@ -114,6 +126,9 @@ struct FileConfig {
     history_messages: Option<u64>,
     history_bytes: Option<u64>,
     history_age_secs: Option<u64>,
+    ring_removal_delay_ms: Option<u64>,
+    drain_window_ms: Option<u64>,
+    rebalance: Option<bool>,
     #[serde(default)]
     membership: MembershipConfig,
 }
@@ -182,6 +197,9 @@ pub(crate) struct ChatConfig {
     pub(crate) history_messages: usize,
     pub(crate) history_bytes: usize,
     pub(crate) history_age_secs: u64,
+    pub(crate) ring_removal_delay_ms: u64,
+    pub(crate) drain_window_ms: u64,
+    pub(crate) rebalance: bool,
 }
 
 /// A whole number from a flag (text) or the file, within `range`.
@@ -357,6 +375,23 @@ impl NodeConfig {
                 3_600,
                 1..=30 * 86_400,
             )?,
+            ring_removal_delay_ms: number(
+                "ring_removal_delay_ms",
+                args.ring_removal_delay_ms,
+                file.ring_removal_delay_ms,
+                1_000,
+                0..=60_000,
+            )?,
+            drain_window_ms: number("drain_window_ms", args.drain_window_ms, file.drain_window_ms, 5_000, 0..=120_000)?,
+            rebalance: match (args.rebalance, file.rebalance) {
+                (Some(v), _) => match v.trim() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    other => return Err(err("rebalance", format!("{other:?} is not true or false"))),
+                },
+                (None, Some(v)) => v,
+                (None, None) => true,
+            },
         };
 
         let membership = file.membership;

@@ -2,8 +2,9 @@
 //!
 //! Start: validate settings → bind the HTTP listener → start the cluster
 //! (binds the gossip sockets) → print the `listening` line → serve.
-//! SIGTERM or ctrl-c: mark the node draining → close client connections
-//! (1001, they reconnect elsewhere) and refuse new ones → hand every room
+//! SIGTERM or ctrl-c: mark the node draining → ask clients to move to the
+//! other nodes (`reconnect`) over the drain window → close the remaining
+//! ones (1001) and refuse new ones → hand every room
 //! this node holds to its next owner and wait for the acknowledgements →
 //! leave the cluster (peers see the node go at once) → keep forwarding late
 //! frames briefly → stop HTTP and every task. Each step is bounded in time,
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hubbub_backplane::{Backplane, CoreLimits, HistoryLimits};
+use hubbub_backplane::{Backplane, CoreLimits, FencingConfig, HistoryLimits};
 use hubbub_cluster::{Cluster, ClusterConfig};
 use hubbub_gateway::{ChatSettings, Gateway};
 use tokio::net::TcpListener;
@@ -143,7 +144,9 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
         max_in_flight: config.chat.max_in_flight,
         ..CoreLimits::default()
     };
-    let backplane = Backplane::start(&cluster, limits, &tasks, shutdown.clone());
+    let fencing = FencingConfig { removal_delay_ms: config.chat.ring_removal_delay_ms, ..FencingConfig::default() };
+    let backplane = Backplane::start(&cluster, limits, fencing, config.chat.rebalance, &tasks, shutdown.clone());
+    let drain_window = Duration::from_millis(config.chat.drain_window_ms);
     let status = tokio::spawn(publish_status(cluster.clone(), backplane.clone(), shutdown.clone()));
     let clients_stop = CancellationToken::new();
 
@@ -168,8 +171,11 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     let server = tokio::spawn(async move { hubbub_gateway::serve(listener, app, http_stop).await });
 
     wait_for_signal().await;
-    info!("draining: closing client connections");
+    info!(window_ms = drain_window.as_millis() as u64, "draining: moving clients to other nodes");
     cluster.set_draining().await;
+    let targets = other_nodes(&cluster);
+    let asked = backplane.move_clients(&targets, drain_window).await;
+    info!(asked, left = backplane.core().connections(), "closing the remaining client connections");
     clients_stop.cancel();
     let closed = wait_for(SHUTDOWN_STEP, || backplane.core().connections() == 0).await;
     if !closed {
@@ -213,6 +219,19 @@ async fn publish_status(cluster: Arc<Cluster>, backplane: Arc<Backplane>, shutdo
             }
         }
     }
+}
+
+/// WebSocket URLs of the other active, non-draining members.
+fn other_nodes(cluster: &Cluster) -> Vec<String> {
+    let view = cluster.view().borrow().clone();
+    view.active()
+        .filter(|m| !m.is_self)
+        .filter_map(|m| match &m.status {
+            Some(s) if s.draining => None,
+            Some(s) => Some(s.ws_url.clone()),
+            None => Some(format!("ws://{}/ws", m.identity.http)),
+        })
+        .collect()
 }
 
 /// Polls `done` until it holds or `timeout` passes; returns whether it held.
