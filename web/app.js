@@ -66,9 +66,10 @@ function conversation(key) {
   let conv = app.conversations.get(key);
   if (!conv) {
     const [kind, name] = key === "broadcast" ? ["broadcast", "Everyone"] : key.split(/:(.*)/s);
-    // `epoch` counts restarts of a room's numbering (see `onJoined`); seqs
-    // are compared within one epoch only.
-    conv = { key, kind, name, items: [], seqs: new Set(), floorSeq: 0, epoch: 0, seen: new Set(), unread: 0, status: null };
+    // Rooms: `seqs` are the seqs shown, `floorSeq` the highest one dropped
+    // from the list (older ones are not shown again). Others: `seen` holds
+    // `from|id` of what is shown.
+    conv = { key, kind, name, items: [], seqs: new Set(), floorSeq: 0, seen: new Set(), unread: 0, status: null };
     app.conversations.set(key, conv);
   }
   return conv;
@@ -80,13 +81,12 @@ function roomKey(room) {
 
 function addItem(conv, item) {
   item.order = ++app.localOrder;
-  item.epoch ??= conv.epoch;
   item.domKey = item.domKey || `i${item.order}`;
   conv.items.push(item);
   sortItems(conv);
   while (conv.items.length > MAX_ITEMS) {
     const dropped = conv.items.shift();
-    if (dropped.seq != null && dropped.epoch === conv.epoch) {
+    if (dropped.seq != null) {
       conv.seqs.delete(dropped.seq);
       conv.floorSeq = Math.max(conv.floorSeq, dropped.seq);
     }
@@ -94,11 +94,13 @@ function addItem(conv, item) {
   }
 }
 
-/// Rooms in sequence order (unsequenced, i.e. still pending, last); other
-/// conversations in arrival order.
+/// Rooms in sequence order (unsequenced, i.e. still pending, last; a note
+/// about the room's history at its `sortSeq`); other conversations in
+/// arrival order.
 function sortItems(conv) {
   if (conv.kind !== "room") return;
-  conv.items.sort((a, b) => a.epoch - b.epoch || (a.seq ?? Infinity) - (b.seq ?? Infinity) || a.order - b.order);
+  const at = (i) => i.seq ?? i.sortSeq ?? Infinity;
+  conv.items.sort((a, b) => at(a) - at(b) || a.order - b.order);
 }
 
 function persistRooms() {
@@ -189,7 +191,17 @@ function start(user) {
 
 function onWelcome(w) {
   $("node-label").textContent = w.node;
-  if (app.wasConnected) toast(`Reconnected to node ${w.node}`, "info");
+  if (w.moved) {
+    // The cluster moved us (a rebalance or a draining node): routine, so
+    // only the status line says so, for a moment.
+    $("conn-text").textContent = `Connected · moved to ${w.node}`;
+    clearInterval(app.statusTimer);
+    app.statusTimer = setTimeout(() => {
+      if (app.client?.state === "open") $("conn-text").textContent = "Connected";
+    }, TOAST_MS);
+  } else if (app.wasConnected) {
+    toast(`Reconnected to node ${w.node}`, "info");
+  }
   app.wasConnected = true;
   refreshMembers();
   clearInterval(app.membersTimer);
@@ -197,18 +209,20 @@ function onWelcome(w) {
   renderAll();
 }
 
-function onJoined({ room, missed, reset }) {
+/// A (re-)join was answered. What was missed while away is replayed by the
+/// node right after it (duplicates are dropped by seq in `onMessage`); when
+/// the room's history no longer reaches back that far, a note marks the gap.
+function onJoined({ room, since, truncated }) {
   const conv = app.conversations.get(roomKey(room));
   if (!conv) return;
   conv.status = "joined";
-  if (reset) {
-    conv.epoch += 1;
-    conv.seqs = new Set();
-    conv.floorSeq = 0;
-    addItem(conv, { system: true, text: "The room restarted after a node failure; earlier messages may be missing" });
-  } else if (missed > 0) {
-    const what = missed === 1 ? "1 message was" : `${missed} messages were`;
-    addItem(conv, { system: true, text: `${what} sent while you were disconnected` });
+  if (truncated) {
+    addItem(conv, {
+      system: true,
+      // After the last message shown, before the replayed ones.
+      sortSeq: (since ?? 0) + 0.5,
+      text: "Some older messages are no longer available",
+    });
   }
   renderAll();
 }
@@ -228,7 +242,7 @@ function onMessage(m) {
   const ownItem = mine ? app.own.get(m.id) : null;
   if (ownItem && conv.items.includes(ownItem)) {
     // Our own message coming back: it is in the list already.
-    Object.assign(ownItem, { seq: m.seq ?? ownItem.seq, ts: m.ts, state: "acked", epoch: conv.epoch });
+    Object.assign(ownItem, { seq: m.seq ?? ownItem.seq, ts: m.ts, state: "acked" });
     if (m.seq != null) conv.seqs.add(m.seq);
     sortItems(conv);
     return renderAll();
@@ -266,13 +280,14 @@ function onAck(a) {
       conv.items = conv.items.filter((i) => i === item || i.seq !== a.seq);
     }
     item.seq = a.seq;
-    item.epoch = conv.epoch;
     conv.seqs.add(a.seq);
     sortItems(conv);
   }
   renderAll();
 }
 
+/// A request the client gave up on: refused by the node (after automatic
+/// retries for `unavailable`), or the page stopped. The item offers Retry.
 function onFailed({ id, code, message }) {
   const item = app.own.get(id);
   if (!item) return;
@@ -512,9 +527,10 @@ function renderStatus(s) {
   const text = $("conn-text");
   const retryButton = $("retry-now");
   clearInterval(app.statusTimer);
-  dot.dataset.state = s.state;
+  dot.dataset.state = s.state === "moving" ? "connecting" : s.state;
   retryButton.hidden = s.state !== "waiting";
-  if (s.state === "connecting") text.textContent = "Connecting…";
+  if (s.state === "connecting") text.textContent = app.client?.moving ? "Moving to another node…" : "Connecting…";
+  else if (s.state === "moving") text.textContent = "Moving to another node…";
   else if (s.state === "open") text.textContent = "Connected";
   else if (s.state === "stopped") text.textContent = "Disconnected";
   else if (s.state === "waiting") {

@@ -1,7 +1,12 @@
-//! Criterion benchmarks of Hubbub's crates, one bench target per crate under
-//! `benches/` (`ring`: lookups and rebuilds of `hubbub-ring`). The library
-//! itself is empty.
+//! Hubbub's benchmarks. The library itself is empty; the crate holds:
 //!
-//! Run them with `cargo bench -p hubbub-benches`, or check that they still run
-//! (each once, unmeasured) with `cargo bench -p hubbub-benches -- --test`.
-//! Measured figures live in `BENCHMARKS.md` at the repository root.
+//! - criterion benches under `benches/`: `ring` (lookups and rebuilds of
+//!   `hubbub-ring`) and `hot_paths` (client JSON, node-link frames, fan-out
+//!   in the backplane core);
+//! - the load generator `hubbub-loadgen` (`src/loadgen/`), which speaks
+//!   Hubbub's protocol and NATS's over WebSocket, and `compare.sh`, which runs
+//!   the same workloads against a 3-node Hubbub and a 3-node NATS cluster.
+//!
+//! Check that the benches still run (each once, unmeasured) with
+//! `cargo bench -p hubbub-benches -- --test`. Measured figures and the exact
+//! commands live in `BENCHMARKS.md` at the repository root.

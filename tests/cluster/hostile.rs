@@ -189,6 +189,8 @@ fn identity(view: &MembersView, name: &str) -> NodeIdentity {
         state: m.state_addr,
         http: m.http_addr,
         bump: m.bump,
+        // Equal to the bump until a renewal; these tests renew nothing.
+        generation: m.bump,
     }
 }
 
@@ -204,6 +206,7 @@ fn unsealed_foca_packets(n1: &NodeIdentity, n2: &NodeIdentity, n3: &NodeIdentity
         state: ours,
         http: ours,
         bump: 1,
+        generation: 1,
     };
     let mut runtime = AccumulatingRuntime::new();
 

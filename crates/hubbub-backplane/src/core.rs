@@ -72,7 +72,7 @@ impl Default for CoreLimits {
             max_rooms: 128,
             max_in_flight: 1_024,
             request_timeout_ms: 5_000,
-            gap_timeout_ms: 2_000,
+            gap_timeout_ms: 10_000,
         }
     }
 }
@@ -85,6 +85,8 @@ pub(crate) const REORDER_LIMIT: usize = 10_000;
 pub(crate) const PARKED_MS: u64 = 2_000;
 /// Frames parked at most; beyond, they are handled at once.
 pub(crate) const PARKED_LIMIT: usize = 100_000;
+/// How often an active subscription is confirmed with its owner.
+pub(crate) const REFRESH_MS: u64 = 3_000;
 /// How often a pending subscription or claim is retried.
 pub(crate) const RETRY_MS: u64 = 1_000;
 
@@ -124,6 +126,8 @@ pub(crate) struct Conn {
     pub(crate) closing: bool,
     /// When this connection was last asked to move to another node.
     pub(crate) asked_to_move_ms: Option<u64>,
+    /// When it said hello.
+    pub(crate) connected_ms: u64,
 }
 
 pub(crate) enum SubState {
@@ -143,6 +147,7 @@ pub(crate) struct Catchup {
     pub(crate) room: String,
     pub(crate) since: u64,
     pub(crate) since_ms: u64,
+    pub(crate) retried_ms: u64,
 }
 
 pub(crate) struct LocalRoom {
@@ -156,6 +161,8 @@ pub(crate) struct LocalRoom {
     pub(crate) owner: NodeId,
     /// Connections of this room replaying history (not yet subscribers).
     pub(crate) catching_up: usize,
+    /// When the subscription was last confirmed with the owner.
+    pub(crate) refreshed_ms: u64,
 }
 
 pub(crate) struct LocalUser {
@@ -197,6 +204,8 @@ pub(crate) enum Route {
     Held,
     Forward(NodeId),
     Buffer,
+    /// This node should own the room but has no majority.
+    Unavailable,
 }
 
 /// One room this node holds, for `/debug/rooms`.
@@ -221,8 +230,10 @@ pub struct LocalRoomInfo {
 pub struct Core {
     pub(crate) me: NodeId,
     pub(crate) ring: Ring,
-    /// Members that announced they are leaving: never chosen as owners.
+    /// Members not chosen as owners: announced or draining (see `on_view`).
     pub(crate) leaving: HashSet<NodeId>,
+    /// Members that sent `Leaving` (this incarnation).
+    pub(crate) announced_leaving: HashSet<NodeId>,
     /// This node is draining: it owns nothing.
     pub(crate) draining: bool,
     /// This node sees a majority of the last stable membership; without it
@@ -265,6 +276,7 @@ impl Core {
             me,
             ring: Ring::new([me]),
             leaving: HashSet::new(),
+            announced_leaving: HashSet::new(),
             draining: false,
             quorum: true,
             limits,
@@ -344,17 +356,29 @@ impl Core {
         self.quorum
     }
 
-    /// Asks up to `n` connections (not asked in the last `quiet_ms`) to move
-    /// to `url`; returns how many were asked.
-    pub fn ask_to_move(&mut self, n: usize, url: &str, reason: &str, quiet_ms: u64, now: u64) -> usize {
+    /// Asks up to `n` connections to move to `url`, oldest first, skipping
+    /// those asked in the last `quiet_ms` and those younger than `min_age_ms`
+    /// (a client that just moved here is not moved again); returns how many
+    /// were asked.
+    pub fn ask_to_move(
+        &mut self,
+        n: usize,
+        url: &str,
+        reason: &str,
+        quiet_ms: u64,
+        min_age_ms: u64,
+        now: u64,
+    ) -> usize {
         let frame = text(&ServerMsg::Reconnect { url: url.to_owned(), reason: reason.to_owned() });
-        let picked: Vec<ConnId> = self
+        let mut candidates: Vec<(u64, ConnId)> = self
             .conns
             .iter()
             .filter(|(_, c)| !c.closing && c.asked_to_move_ms.is_none_or(|at| now.saturating_sub(at) >= quiet_ms))
-            .map(|(id, _)| *id)
-            .take(n)
+            .filter(|(_, c)| now.saturating_sub(c.connected_ms) >= min_age_ms)
+            .map(|(id, c)| (c.connected_ms, *id))
             .collect();
+        candidates.sort_unstable();
+        let picked: Vec<ConnId> = candidates.into_iter().take(n).map(|(_, id)| id).collect();
         for conn in &picked {
             if let Some(c) = self.conns.get_mut(conn) {
                 c.asked_to_move_ms = Some(now);
@@ -450,7 +474,9 @@ impl Core {
             ChatFrame::Replicate { room, term, entries, full } => {
                 self.on_replicate(from, room, term, entries, full, now)
             }
-            ChatFrame::Replicated { room, term, seq } => self.on_replicated(from, &room, term, seq, now),
+            ChatFrame::Replicated { room, term, seq, need_full } => {
+                self.on_replicated(from, &room, term, seq, need_full, now)
+            }
             ChatFrame::Claim { room } => self.on_claim(from, room, now),
             ChatFrame::ClaimReply { room, answer } => self.on_claim_reply(from, room, answer, now),
             ChatFrame::Handoff { room, state } => self.on_handoff(from, room, state, now),
@@ -461,6 +487,7 @@ impl Core {
             }
             ChatFrame::Leaving { node } => {
                 if node == from && node != self.me {
+                    self.announced_leaving.insert(node);
                     self.leaving.insert(node);
                     self.rehome(now);
                 }
@@ -527,19 +554,28 @@ impl Core {
     pub fn on_view(&mut self, ring: Ring, draining: impl IntoIterator<Item = NodeId>, now: u64) {
         let ring_changed = ring.fingerprint() != self.ring.fingerprint();
         let members: HashSet<NodeId> = ring.members().iter().copied().collect();
+        // Only members this node saw leave its ring are forgotten below: a
+        // node that just (re)joined has a partial ring for a moment, and a
+        // room state it receives names subscriber nodes it does not know yet.
+        let removed: HashSet<NodeId> = self.ring.members().iter().copied().filter(|n| !members.contains(n)).collect();
         self.ring = ring;
-        let before = self.leaving.len();
-        self.leaving.retain(|n| members.contains(n));
-        self.leaving.extend(draining.into_iter().filter(|n| *n != self.me && members.contains(n)));
-        if !ring_changed && self.leaving.len() == before {
+        // Leaving = announced by a `Leaving` frame (this incarnation) or
+        // draining in the gossiped state now; recomputed, never accumulated,
+        // so a node that restarted is an owner again.
+        self.announced_leaving.retain(|n| members.contains(n));
+        let mut leaving: HashSet<NodeId> = self.announced_leaving.clone();
+        leaving.extend(draining.into_iter().filter(|n| *n != self.me && members.contains(n)));
+        let leaving_changed = leaving != self.leaving;
+        self.leaving = leaving;
+        if !ring_changed && !leaving_changed {
             return;
         }
         // Down nodes subscribe to nothing and host no users.
         for held in self.held.values_mut() {
-            held.nodes.retain(|n| members.contains(n));
+            held.nodes.retain(|n| !removed.contains(n));
         }
         for nodes in self.user_dir.values_mut() {
-            nodes.retain(|n| members.contains(n));
+            nodes.retain(|n| !removed.contains(n));
         }
         self.user_dir.retain(|_, nodes| !nodes.is_empty());
         self.rehome(now);
@@ -551,6 +587,7 @@ impl Core {
     pub(crate) fn rehome(&mut self, now: u64) {
         self.hand_off_foreign_rooms(now);
         self.resync_replicas(now);
+        self.adopt_orphans(now);
         self.resubscribe_moved_rooms(now);
         self.reannounce_moved_users();
         self.retarget_claims(now);

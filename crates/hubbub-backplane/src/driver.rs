@@ -34,6 +34,9 @@ const INBOX: usize = 4_096;
 const REBALANCE_EVERY: Duration = Duration::from_secs(1);
 /// A client asked to move is not asked again for this long.
 const REBALANCE_QUIET_MS: u64 = 10_000;
+/// Connections younger than this are not rebalanced (they may have just
+/// moved here, from a draining node for instance).
+const REBALANCE_MIN_AGE_MS: u64 = 15_000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -94,6 +97,7 @@ impl Backplane {
         let mut fencing = Fencing::new(me, fencing, now_ms());
         let mut ring = Ring::new([me]);
         let mut had_quorum = true;
+        let mut generations: std::collections::HashMap<NodeId, u64> = std::collections::HashMap::new();
         loop {
             tokio::select! {
                 biased;
@@ -127,6 +131,15 @@ impl Backplane {
             ring = ring.with_members(fencing.ring_members());
             let quorum = fencing.has_quorum();
             let mut core = self.core();
+            for m in current.active().filter(|m| !m.is_self) {
+                // A new process (not a renewal of the same one) has none of the
+                // replica copies its predecessor had.
+                if generations.insert(m.identity.id, m.identity.generation).is_some_and(|g| g != m.identity.generation)
+                {
+                    info!(member = %m.identity.name, "member restarted: re-syncing its replica copies");
+                    core.member_restarted(m.identity.id, now);
+                }
+            }
             core.set_quorum(quorum);
             core.on_view(ring.clone(), draining.iter().copied(), now);
             if had_quorum && !quorum {
@@ -151,11 +164,12 @@ impl Backplane {
                 if !urls.is_empty() {
                     let share = core.connections().div_ceil(urls.len());
                     for url in &urls {
-                        core.ask_to_move(share, url, "minority", 0, now);
+                        core.ask_to_move(share, url, "minority", 0, 0, now);
                     }
                 }
             } else if !had_quorum && quorum {
                 info!("majority regained");
+                core.quorum_regained(now);
             }
             had_quorum = quorum;
         }
@@ -198,7 +212,7 @@ impl Backplane {
             if let (Some((n, url)), Some((_, before))) = (&planned, &last_plan)
                 && url == before
             {
-                let moved = core.ask_to_move(*n, url, "rebalance", REBALANCE_QUIET_MS, now_ms());
+                let moved = core.ask_to_move(*n, url, "rebalance", REBALANCE_QUIET_MS, REBALANCE_MIN_AGE_MS, now_ms());
                 debug!(moved, to = url, "rebalancing connections");
             }
             last_plan = planned;
@@ -220,7 +234,7 @@ impl Backplane {
                 let share = left.div_ceil(rounds - round);
                 for (i, url) in urls.iter().enumerate() {
                     let part = share / urls.len() + usize::from(i < share % urls.len());
-                    asked += core.ask_to_move(part, url, "draining", u64::MAX, now_ms());
+                    asked += core.ask_to_move(part, url, "draining", u64::MAX, 0, now_ms());
                 }
                 if core.connections() == 0 {
                     return asked;

@@ -133,17 +133,7 @@ impl Held {
 
     /// A room taken over from a replica's log after its holder failed.
     pub(crate) fn from_replica(replica: &ReplicaLog) -> Held {
-        let last = replica.log.last_seq().unwrap_or(0).max(replica.released);
-        // Everything the replica stored may have been acknowledged: it is
-        // released, and subscribers re-fetch what they missed.
-        Held::from_state(RoomState {
-            next_seq: last + 1,
-            nodes: Vec::new(),
-            history: replica.log.entries.iter().cloned().collect(),
-            released: last,
-            pending: Vec::new(),
-            term: replica.term + 1,
-        })
+        Held::from_state(replica.takeover_state())
     }
 
     pub(crate) fn state(&self) -> RoomState {
@@ -176,11 +166,30 @@ pub(crate) struct ReplicaLog {
     pub(crate) log: Log,
     /// The highest seq stored (kept when the log is evicted empty).
     pub(crate) released: u64,
+    /// The holder that sent the latest entries.
+    pub(crate) holder: Option<NodeId>,
 }
 
 impl ReplicaLog {
-    /// Stores `entries` from an owner of `term`; `false` when the owner is
-    /// stale (a newer term was seen) and nothing was stored.
+    /// The state a new owner starts from when the holder is gone: the next
+    /// term, the seq continuing after the copy. Everything the replica
+    /// stored may have been acknowledged, so it counts as released and
+    /// subscribers re-fetch what they missed.
+    pub(crate) fn takeover_state(&self) -> RoomState {
+        let last = self.log.last_seq().unwrap_or(0).max(self.released);
+        RoomState {
+            next_seq: last + 1,
+            nodes: Vec::new(),
+            history: self.log.entries.iter().cloned().collect(),
+            released: last,
+            pending: Vec::new(),
+            term: self.term + 1,
+        }
+    }
+
+    /// Stores `entries` from an owner of `term`. `Err(())` when the owner is
+    /// stale (a newer term was seen); `Ok(false)` when the entries do not
+    /// follow what is stored (a full copy is needed); nothing is stored then.
     pub(crate) fn store(
         &mut self,
         term: u64,
@@ -188,22 +197,25 @@ impl ReplicaLog {
         full: bool,
         limits: &HistoryLimits,
         now: u64,
-    ) -> bool {
+    ) -> Result<bool, ()> {
         if term < self.term {
-            return false;
+            return Err(());
         }
-        self.term = term;
         if full {
             self.log = Log::default();
             self.released = 0;
+        } else if term > self.term || entries.first().is_some_and(|e| e.seq > self.released + 1) {
+            // A new term or a gap: only a full copy is trustworthy.
+            return Ok(false);
         }
+        self.term = term;
         for e in entries {
-            if self.log.last_seq().is_none_or(|last| e.seq > last) && e.seq > self.released {
+            if e.seq > self.released {
                 self.released = e.seq;
                 self.log.push(e);
             }
         }
         self.log.evict(limits, now, u64::MAX);
-        true
+        Ok(true)
     }
 }

@@ -16,8 +16,8 @@ use hubbub_ring::{room_key, user_key};
 use tracing::{debug, warn};
 
 use crate::core::{
-    Catchup, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REORDER_LIMIT, RETRY_MS, SubState,
-    Text, text,
+    Catchup, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REFRESH_MS, REORDER_LIMIT, RETRY_MS,
+    SubState, Text, text,
 };
 
 fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Text {
@@ -48,6 +48,7 @@ impl Core {
             in_flight: 0,
             closing: false,
             asked_to_move_ms: None,
+            connected_ms: now,
         };
         self.conns.insert(conn, c);
         let owner = self.owner_of(&user_key(user));
@@ -132,6 +133,7 @@ impl Core {
                         gap_since_ms: None,
                         owner,
                         catching_up: 0,
+                        refreshed_ms: now,
                     },
                 );
                 let frame = ChatFrame::Subscribe { room: room.to_owned(), node: self.me, hops: 0, after: None };
@@ -148,10 +150,11 @@ impl Core {
         match since {
             Some(since) if since < seq => {
                 local.catching_up += 1;
-                let owner = local.owner;
+                let owner = self.owner_of(&room_key(room));
                 let req = self.next_req;
                 self.next_req += 1;
-                self.catchups.insert(req, Catchup { conn, room: room.to_owned(), since, since_ms: now });
+                let catchup = Catchup { conn, room: room.to_owned(), since, since_ms: now, retried_ms: now };
+                self.catchups.insert(req, catchup);
                 self.route(owner, ChatFrame::History { req, room: room.to_owned(), since, node: self.me, hops: 0 });
             }
             _ => {
@@ -171,8 +174,14 @@ impl Core {
 
     /// Answers a resuming connection: `joined`, the replay, then live.
     fn finish_catchup(&mut self, catchup: Catchup, entries: Vec<Entry>, truncated: bool) {
-        let Catchup { conn, room, since, .. } = catchup;
-        let Some(local) = self.local_rooms.get_mut(&room) else { return };
+        let Catchup { conn, room, since, since_ms, .. } = catchup;
+        let Some(local) = self.local_rooms.get_mut(&room) else {
+            // The room's subscription ended meanwhile: join it again.
+            if self.conns.get(&conn).is_some_and(|c| c.rooms.contains(&room)) {
+                self.join(conn, &room, Some(since), since_ms);
+            }
+            return;
+        };
         local.catching_up = local.catching_up.saturating_sub(1);
         let still_joined = self.conns.get(&conn).is_some_and(|c| c.rooms.contains(&room));
         if !still_joined {
@@ -345,15 +354,29 @@ impl Core {
             self.counters.duplicates_dropped += 1;
             return;
         }
+        if local.reorder.contains_key(&seq) {
+            self.counters.duplicates_dropped += 1;
+            return;
+        }
         if local.reorder.len() >= REORDER_LIMIT {
             warn!(room, "reorder buffer full; skipping the gap");
             local.gap_since_ms = Some(0);
         }
+        let had_gap = local.gap_since_ms.is_some();
         local.reorder.insert(seq, frame);
-        if local.gap_since_ms.is_none() {
-            local.gap_since_ms = Some(now);
-        }
         self.drain_reorder(room, now);
+        // A gap just opened: ask the owner once for what follows our last
+        // seq (a delivery lost with a link or a dead owner); the periodic
+        // refresh asks again while it stays open.
+        if let Some(local) = self.local_rooms.get(room)
+            && !had_gap
+            && local.gap_since_ms.is_some()
+            && matches!(local.state, SubState::Active)
+        {
+            let after = Some(local.last_seq);
+            let owner = self.owner_of(&room_key(room));
+            self.route(owner, ChatFrame::Subscribe { room: room.to_owned(), node: self.me, hops: 0, after });
+        }
     }
 
     /// Delivers buffered frames that continue the room's sequence.
@@ -446,6 +469,19 @@ impl Core {
             let catchup = self.catchups.remove(&req).expect("listed above");
             self.finish_catchup(catchup, Vec::new(), true);
         }
+        // Unanswered history requests go again to the room's owner now (the
+        // one asked may have died).
+        let mut resend = Vec::new();
+        for (req, c) in self.catchups.iter_mut() {
+            if now.saturating_sub(c.retried_ms) >= RETRY_MS {
+                c.retried_ms = now;
+                resend.push((*req, c.room.clone(), c.since));
+            }
+        }
+        for (req, room, since) in resend {
+            let owner = self.owner_of(&room_key(&room));
+            self.route(owner, ChatFrame::History { req, room, since, node: self.me, hops: 0 });
+        }
         let expired: Vec<u64> =
             self.pending.iter().filter(|(_, p)| now.saturating_sub(p.since_ms) >= timeout).map(|(r, _)| *r).collect();
         for req in expired {
@@ -482,6 +518,22 @@ impl Core {
                 local.owner = owner;
             }
             self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0, after: None });
+        }
+        // Anti-entropy: active subscriptions are confirmed with the owner
+        // every REFRESH_MS, with the last seq delivered here. It re-registers
+        // a node an owner lost (an owner taken over from a replica starts
+        // with no subscriber nodes; a stale unsubscribe can overtake a
+        // subscribe) and brings what a node missed.
+        let mut refresh = Vec::new();
+        for (room, local) in self.local_rooms.iter_mut() {
+            if matches!(local.state, SubState::Active) && now.saturating_sub(local.refreshed_ms) >= REFRESH_MS {
+                local.refreshed_ms = now;
+                refresh.push((room.clone(), local.last_seq));
+            }
+        }
+        for (room, last) in refresh {
+            let owner = self.owner_of(&room_key(&room));
+            self.route(owner, ChatFrame::Subscribe { room, node: self.me, hops: 0, after: Some(last) });
         }
         for room in failed {
             let Some(local) = self.local_rooms.remove(&room) else { continue };

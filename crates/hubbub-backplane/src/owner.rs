@@ -39,6 +39,10 @@ impl Core {
             // Where this node sent the room is fresher than a ring that may lag.
             return Route::Forward(sent_to.unwrap_or(owner));
         }
+        if !self.quorum {
+            // A node cut off in a minority neither claims nor creates rooms.
+            return Route::Unavailable;
+        }
         match sent_to.or_else(|| self.claim_target(room)) {
             Some(target) => {
                 self.start_claim(room, target, now, 0);
@@ -77,8 +81,19 @@ impl Core {
         debug!(room, next_seq = state.next_seq, nodes = state.nodes.len(), "installing a room");
         let incoming = Held::from_state(state);
         match self.held.get_mut(&room) {
+            // A newer term replaces a stale holder's state (it was failed over
+            // while cut off; what it sequenced since was never acknowledged:
+            // replicas refuse its term).
+            Some(held) if incoming.term > held.term => {
+                warn!(room, ours = held.term, theirs = incoming.term, "replacing a stale room state by a newer term");
+                *held = incoming;
+            }
+            Some(held) if incoming.term < held.term => {
+                warn!(room, ours = held.term, theirs = incoming.term, "ignoring a stale room state");
+            }
             Some(held) => {
-                // Two states for one room: keep the larger seq so none repeats.
+                // Two states of one term (rings disagreed when the room was
+                // created): keep the larger seq so none repeats.
                 warn!(room, ours = held.next_seq, theirs = incoming.next_seq, "merging two states of one room");
                 held.next_seq = held.next_seq.max(incoming.next_seq);
                 held.released = held.released.max(incoming.released);
@@ -102,7 +117,10 @@ impl Core {
                 info!(room, next_seq = held.next_seq, term = held.term, "taking a room over from its replica");
                 held
             }
-            None => Held::new_room(),
+            None => {
+                info!(room, "new room");
+                Held::new_room()
+            }
         };
         self.held.insert(room.to_owned(), held);
         self.settle_room(room.to_owned(), now);
@@ -193,11 +211,12 @@ impl Core {
     pub(crate) fn on_publish(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
         let ChatFrame::Publish { req, origin, room, from: sender, id, body, hops } = frame else { return };
         match self.room_route(&room, now) {
-            Route::Held if !self.quorum => {
+            Route::Held | Route::Unavailable if !self.quorum => {
                 self.counters.refused_without_quorum += 1;
                 let reason = format!("the owner of room {room} does not see a majority of the cluster");
                 self.route(origin, ChatFrame::Failed { req, reason });
             }
+            Route::Unavailable => {}
             Route::Held => {
                 let limits = self.limits.history;
                 let held = self.held.get_mut(&room).expect("route said held");
@@ -309,6 +328,8 @@ impl Core {
                 }
             }
             Route::Buffer => self.claiming.get_mut(&room).expect("route said buffer").buffered.push((from, frame)),
+            // Retried by the subscriber once this node has a majority again.
+            Route::Unavailable => {}
         }
     }
 
@@ -335,18 +356,32 @@ impl Core {
         }
         match self.moved.get(room) {
             Some(m) if m.to == from && m.sent => return ClaimAnswer::Sent,
-            Some(m) if m.to == from => return ClaimAnswer::Unknown,
             Some(m) if m.sent && self.ring.contains(m.to) => return ClaimAnswer::Redirect(m.to),
             _ => {}
         }
-        // Nothing known here: name the owner by this node's ring without the
-        // claimer (the claimer's ring may still miss members).
+        // A replica copy names the holder it came from: ask it; if that
+        // holder is gone (or is the claimer, restarted), the copy is the
+        // best state there is. Otherwise name the owner by this node's ring
+        // without the claimer (the claimer's ring may still miss members).
         let guess = self
             .ring
             .preference_order(&room_key(room))
             .into_iter()
             .find(|n| *n != from && !self.leaving.contains(n))
             .filter(|n| *n != self.me);
+        if let Some(replica) = self.replicas.get(room) {
+            return match (replica.holder, guess) {
+                (Some(h), _) if h != from && h != self.me && self.ring.contains(h) => ClaimAnswer::Redirect(h),
+                (_, Some(g)) => ClaimAnswer::Redirect(g),
+                // The holder is gone (or is the claimer, restarted) and no
+                // other node is likelier: the copy is the best state there is.
+                _ => {
+                    self.counters.failovers += 1;
+                    info!(room, claimer = %from, "handing a replica copy over: its holder is gone");
+                    ClaimAnswer::State(replica.takeover_state())
+                }
+            };
+        }
         self.moved.insert(room.to_owned(), Moved { to: from, sent: false, at: now });
         match guess {
             Some(n) => ClaimAnswer::Redirect(n),

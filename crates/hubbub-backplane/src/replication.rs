@@ -36,8 +36,13 @@ impl Core {
         let Some(held) = self.held.get_mut(room) else { return };
         held.synced.retain(|n| targets.contains(n));
         if targets.is_empty() {
-            let upto = held.next_seq - 1;
-            self.release(room, upto, now);
+            // Alone in the ring. With quorum that is a one-node cluster; a
+            // node whose ring emptied because it is cut off must not treat
+            // its unreplicated entries as safe.
+            if self.quorum {
+                let upto = held.next_seq - 1;
+                self.release(room, upto, now);
+            }
             return;
         }
         let term = held.term;
@@ -59,6 +64,11 @@ impl Core {
     /// Fans out every sequenced message up to `upto` not fanned out yet, in
     /// order, and answers the publishes waiting for them.
     pub(crate) fn release(&mut self, room: &str, upto: u64, now: u64) {
+        if !self.quorum {
+            // Keep-majority: nothing is acknowledged without a majority, even
+            // what a replica stored (that replica may be cut off with us).
+            return;
+        }
         let Some(held) = self.held.get_mut(room) else { return };
         let upto = upto.min(held.next_seq - 1);
         let mut delivers = Vec::new();
@@ -110,19 +120,76 @@ impl Core {
         let count = entries.len() as u64;
         let limits = self.limits.history;
         let replica = self.replicas.entry(room.clone()).or_default();
-        if replica.store(term, entries, full, &limits, now) {
-            self.counters.replicated_entries += count;
-            let seq = replica.released;
-            self.route(from, ChatFrame::Replicated { room, term, seq });
-        } else {
-            self.counters.peer_frames_refused += 1;
+        match replica.store(term, entries, full, &limits, now) {
+            Ok(complete) => {
+                if complete {
+                    replica.holder = Some(from);
+                    self.counters.replicated_entries += count;
+                }
+                let seq = replica.released;
+                self.route(from, ChatFrame::Replicated { room, term, seq, need_full: !complete });
+            }
+            Err(()) => self.counters.peer_frames_refused += 1,
         }
     }
 
-    pub(crate) fn on_replicated(&mut self, from: NodeId, room: &str, term: u64, seq: u64, now: u64) {
-        let Some(held) = self.held.get(room) else { return };
-        if held.term == term && held.synced.contains(&from) {
+    pub(crate) fn on_replicated(&mut self, from: NodeId, room: &str, term: u64, seq: u64, need_full: bool, now: u64) {
+        let Some(held) = self.held.get_mut(room) else { return };
+        if held.term != term || !held.synced.contains(&from) {
+            return;
+        }
+        if need_full {
+            // The replica missed entries: send it the whole log.
+            held.synced.remove(&from);
+            self.replicate(room, Vec::new(), now);
+        } else {
             self.release(room, seq, now);
+        }
+    }
+
+    /// A member restarted (a new process with the same node id): it has
+    /// none of the replica copies it had, and no longer drains.
+    pub fn member_restarted(&mut self, node: NodeId, now: u64) {
+        self.leaving.remove(&node);
+        self.announced_leaving.remove(&node);
+        let rooms: Vec<String> =
+            self.held.iter_mut().filter_map(|(r, h)| h.synced.remove(&node).then(|| r.clone())).collect();
+        for room in rooms {
+            self.replicate(&room, Vec::new(), now);
+        }
+        self.run_loopback(now);
+    }
+
+    /// Quorum regained: every held room is copied to its replicas again,
+    /// and what they acknowledge is released.
+    pub fn quorum_regained(&mut self, now: u64) {
+        let rooms: Vec<String> = self.held.keys().cloned().collect();
+        for room in rooms {
+            if let Some(held) = self.held.get_mut(&room) {
+                held.synced.clear();
+            }
+            self.replicate(&room, Vec::new(), now);
+        }
+        self.run_loopback(now);
+    }
+
+    /// Rooms this node has a replica copy of and now owns by the ring are
+    /// claimed at once rather than on their next message: if their holder
+    /// died, the copy becomes the room (and is replicated again) before a
+    /// second failure can take the last copy with it.
+    pub(crate) fn adopt_orphans(&mut self, now: u64) {
+        if !self.quorum {
+            return;
+        }
+        let orphans: Vec<String> = self
+            .replicas
+            .keys()
+            .filter(|room| !self.held.contains_key(*room) && !self.claiming.contains_key(*room))
+            .filter(|room| self.owner_of(&room_key(room)) == self.me)
+            .cloned()
+            .collect();
+        for room in orphans {
+            let _ = self.room_route(&room, now);
         }
     }
 

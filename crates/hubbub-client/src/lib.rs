@@ -73,7 +73,11 @@ pub struct Welcome {
 }
 
 fn config() -> WebSocketConfig {
-    WebSocketConfig::default().max_message_size(Some(16 << 20)).max_frame_size(Some(16 << 20))
+    // A small read buffer: tungstenite zero-fills it before every read.
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20))
 }
 
 /// One WebSocket connection to a node.

@@ -376,7 +376,7 @@ impl Core {
     pub fn on_msg(&mut self, msg: ServerMsg) -> Reaction {
         let mut out = Reaction::default();
         match msg {
-            ServerMsg::Joined { room, seq, .. } => self.on_joined(&room, seq, &mut out),
+            ServerMsg::Joined { room, seq, truncated } => self.on_joined(&room, seq, truncated, &mut out),
             ServerMsg::Message { kind: Audience::Room, room: Some(ref room), seq: Some(seq), .. } => {
                 let Some(r) = self.rooms.get_mut(room) else { return out }; // left meanwhile
                 match r.last_seq {
@@ -419,16 +419,15 @@ impl Core {
         out
     }
 
-    fn on_joined(&mut self, room: &str, seq: u64, out: &mut Reaction) {
+    fn on_joined(&mut self, room: &str, seq: u64, truncated: bool, out: &mut Reaction) {
         let Some(r) = self.rooms.get_mut(room) else { return }; // left while joining
         r.joined = true;
         match r.last_seq {
             None => r.last_seq = Some(seq),
-            Some(last) if seq < last => {
-                // The room's numbering started over (its state was lost):
-                // what follows is new, whatever its seq.
-                r.last_seq = Some(seq);
-                out.events.push(ResilientEvent::Truncated { room: room.to_owned(), from_seq: seq + 1 });
+            // Seqs never restart; a node behind the one we came from answers
+            // a lower seq, and what we already have is dropped as it comes.
+            Some(last) if truncated => {
+                out.events.push(ResilientEvent::Truncated { room: room.to_owned(), from_seq: last + 1 });
             }
             Some(_) => {}
         }
@@ -1044,7 +1043,7 @@ mod tests {
     }
 
     #[test]
-    fn a_room_whose_numbering_started_over_is_reported_and_followed() {
+    fn a_node_behind_answers_a_lower_seq_and_nothing_is_repeated() {
         let mut c = core();
         c.want_room("r");
         c.on_welcome("s1", &[]);
@@ -1052,9 +1051,21 @@ mod tests {
         c.on_msg(room_msg("r", 1, "a"));
         c.on_msg(room_msg("r", 2, "b"));
         c.on_welcome("s1", &[]);
-        let events = c.on_msg(joined("r", 0)).events;
-        assert_eq!(events, [ResilientEvent::Truncated { room: "r".into(), from_seq: 1 }]);
-        assert_eq!(delivered_seqs(&c.on_msg(room_msg("r", 1, "c")).events), [1]);
+        assert!(c.on_msg(joined("r", 1)).events.is_empty());
+        assert!(delivered_seqs(&c.on_msg(room_msg("r", 2, "b")).events).is_empty());
+        assert_eq!(delivered_seqs(&c.on_msg(room_msg("r", 3, "c")).events), [3]);
+    }
+
+    #[test]
+    fn a_truncated_replay_is_reported() {
+        let mut c = core();
+        c.want_room("r");
+        c.on_welcome("s1", &[]);
+        c.on_msg(joined("r", 0));
+        c.on_msg(room_msg("r", 1, "a"));
+        c.on_welcome("s1", &[]);
+        let events = c.on_msg(ServerMsg::Joined { room: "r".into(), seq: 90, truncated: true }).events;
+        assert_eq!(events, [ResilientEvent::Truncated { room: "r".into(), from_seq: 2 }]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct NodeIdentity {
     pub http: SocketAddr,
     /// Orders incarnations of the same node: start time in ms, +1 per renewal.
     pub bump: u64,
+    /// The process's start time in ms: the same across renewals, new on a
+    /// restart. It is the generation of the node's chitchat state.
+    pub generation: u64,
 }
 
 impl NodeIdentity {
@@ -45,7 +48,7 @@ impl NodeIdentity {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);
-        NodeIdentity { id: NodeId::from_name(name), name: name.to_owned(), gossip, state, http, bump }
+        NodeIdentity { id: NodeId::from_name(name), name: name.to_owned(), gossip, state, http, bump, generation: bump }
     }
 
     /// Whether the name is acceptable: 1–64 bytes of `[A-Za-z0-9._-]`.

@@ -110,7 +110,7 @@ impl Cluster {
         ];
         let state = NodeStateGossip::spawn(
             &config.name,
-            me.bump,
+            me.generation,
             state_addr,
             keyring.cluster(),
             Duration::from_millis(config.membership.state_gossip_interval_ms.max(1)),

@@ -60,9 +60,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BATCH: usize = 64;
 
 /// WebSocket limits for links: bounded frames and write buffer (tungstenite's
-/// defaults allow 64 MiB messages and an unbounded write buffer).
+/// defaults allow 64 MiB messages and an unbounded write buffer), and a
+/// 64 KiB read buffer (the 128 KiB default is zero-filled before each read).
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
         .max_message_size(Some(MAX_FRAME_LEN))
         .max_frame_size(Some(MAX_FRAME_LEN))
         .max_write_buffer_size(8 * MAX_FRAME_LEN)

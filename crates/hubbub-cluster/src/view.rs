@@ -76,7 +76,12 @@ impl ClusterView {
 }
 
 fn build(prev: &ClusterView, membership: &Membership, states: &HashMap<String, (u64, NodeStatus)>) -> ClusterView {
-    let status_of = |name: &str| states.get(name).map(|(_, s)| s.clone());
+    // Only the state of the member's current process (chitchat's generation
+    // is the identity's `generation`): a restarted node must not inherit its
+    // previous process's state (`draining` above all) until its own arrives.
+    let status_of = |identity: &NodeIdentity| {
+        states.get(&identity.name).filter(|(generation, _)| *generation == identity.generation).map(|(_, s)| s.clone())
+    };
     let mut members: Vec<MemberView> = membership
         .members
         .iter()
@@ -85,7 +90,7 @@ fn build(prev: &ClusterView, membership: &Membership, states: &HashMap<String, (
             state: m.state,
             incarnation: m.incarnation,
             is_self: false,
-            status: status_of(&m.identity.name),
+            status: status_of(&m.identity),
         })
         .collect();
     members.push(MemberView {
@@ -93,7 +98,7 @@ fn build(prev: &ClusterView, membership: &Membership, states: &HashMap<String, (
         state: MemberState::Alive,
         incarnation: 0,
         is_self: true,
-        status: status_of(&membership.me.name),
+        status: status_of(&membership.me),
     });
     members.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
     let ring_members = members.iter().filter(|m| m.state != MemberState::Down).map(|m| m.identity.id);

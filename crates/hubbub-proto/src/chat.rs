@@ -93,8 +93,10 @@ pub enum ChatFrame {
     /// Owner → replica: store these entries of `room` (a full copy of the
     /// log when `full`, else the next ones).
     Replicate { room: String, term: u64, entries: Vec<Entry>, full: bool },
-    /// Replica → owner: stored everything of `room` up to `seq`.
-    Replicated { room: String, term: u64, seq: u64 },
+    /// Replica → owner: stored everything of `room` up to `seq`;
+    /// `need_full`: entries did not follow what it has (it restarted, or a
+    /// frame was lost with a link), so it wants the whole log.
+    Replicated { room: String, term: u64, seq: u64, need_full: bool },
     /// New owner → previous owner: hand me this room.
     Claim { room: String },
     /// Claimed node → claimer.

@@ -13,6 +13,11 @@
 //!   wait for conditions this way, never with fixed sleeps.
 //! - [`browser`] drives headless chromium over the DevTools protocol, for
 //!   tests of the web client.
+//! - [`chaos`] records what many clients sent, had acknowledged and were
+//!   delivered, and checks the history (acked-but-lost, unexpected,
+//!   duplicates, order, gaps), for the chaos tests.
+//! - [`netns`] runs nodes in network namespaces on a bridge, so a test can
+//!   partition one node from the others (Linux, root).
 //! - [`Process`] and [`run_to_exit`] are the lower level: any command, e.g.
 //!   `hubbub dev` or a node that is expected to refuse its configuration.
 //!
@@ -22,7 +27,9 @@
 mod api;
 mod binary;
 pub mod browser;
+pub mod chaos;
 mod cluster;
+pub mod netns;
 mod node;
 mod ports;
 mod process;

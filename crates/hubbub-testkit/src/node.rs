@@ -1,7 +1,7 @@
 //! One `hubbub node` process.
 
 use std::net::SocketAddr;
-use std::process::ExitStatus;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -106,7 +106,26 @@ impl Node {
     /// Panics (printing the node's log) if the line does not come in time or
     /// is not the documented JSON.
     pub fn spawn(opts: NodeOpts) -> Node {
+        Node::spawn_with_prefix(opts, &[])
+    }
+
+    /// [`Node::spawn`] run through a command `prefix` (e.g. `ip netns exec
+    /// ns1`), which must exec the binary in place so that the PID stays the
+    /// node's.
+    pub fn spawn_with_prefix(opts: NodeOpts, prefix: &[String]) -> Node {
         let mut cmd = hubbub_command();
+        if let Some((program, rest)) = prefix.split_first() {
+            let bin = cmd.get_program().to_owned();
+            let mut wrapped = Command::new(program);
+            wrapped.args(rest).arg(bin);
+            for (key, value) in cmd.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            cmd = wrapped;
+        }
         cmd.args(opts.to_args());
         cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let process = Process::spawn(&opts.name, cmd);

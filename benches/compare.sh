@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: a 3-node Hubbub cluster and a 3-node NATS cluster
+# (Debian's nats-server, WebSocket listener), both on loopback, driven by
+# hubbub-loadgen with the same workloads in one run. Prints every workload's
+# figures side by side with ratios (Hubbub / NATS). See BENCHMARKS.md.
+#
+#   benches/compare.sh            full run (about 2 minutes)
+#   benches/compare.sh --smoke    a few seconds: checks both targets and the harness
+#
+# Options: --out DIR (results, default: a new temp dir), --no-build,
+#          --idle N (idle connections on one node, default: the open-file
+#          limit minus 1,000, at most 19,000),
+#          --window W (in flight per publisher in `saturation`, default 1000,
+#          just under Hubbub's default --max-in-flight of 1024;
+#          `saturation-300` uses W/4),
+#          --workloads LIST (comma-separated subset of: latency, saturation,
+#          saturation-300, idle; default all).
+# Everything it starts is stopped by PID on exit, also on error or ctrl-c.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SMOKE=0
+BUILD=1
+OUT=""
+# As many idle connections as the open-file limit leaves room for (the node
+# and the load generator each hold one descriptor per connection), at most 19,000.
+NOFILE=$(ulimit -n)
+[[ $NOFILE == unlimited ]] && NOFILE=1000000
+IDLE=$(( NOFILE - 1000 ))
+(( IDLE > 19000 )) && IDLE=19000
+(( IDLE < 100 )) && IDLE=100
+WORKLOADS=latency,saturation,saturation-300,idle
+WINDOW=1000
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --no-build) BUILD=0 ;;
+        --out) OUT=$2; shift ;;
+        --idle) IDLE=$2; shift ;;
+        --workloads) WORKLOADS=$2; shift ;;
+        --window) WINDOW=$2; shift ;;
+        *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ -n "$OUT" ]] || OUT=$(mktemp -d /tmp/hubbub-compare.XXXXXX)
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/hubbub-compare-run.XXXXXX)
+
+PIDS=()
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "compare.sh: $*" >&2; }
+
+# ---- prerequisites ----------------------------------------------------------
+if ! command -v nats-server >/dev/null; then
+    log "installing nats-server (apt-get)"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get install -y nats-server >/dev/null 2>&1 ||
+        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y nats-server >/dev/null; }
+fi
+if [[ $BUILD -eq 1 ]]; then
+    log "building (release)"
+    cargo build --release -q -p hubbub -p hubbub-benches
+fi
+HUBBUB="$ROOT/target/release/hubbub"
+LOADGEN="$ROOT/target/release/hubbub-loadgen"
+
+# ---- ports -----------------------------------------------------------------
+# A base port with nothing listening (TCP or UDP) in [base, base+100), below
+# the ephemeral range (32768+) so no outgoing connection holds one of ours.
+busy_ports() { ss -Hltun | awk '{print $5}' | sed 's/.*://' | sort -u; }
+pick_base() {
+    local busy base
+    busy=$(busy_ports)
+    for _ in $(seq 50); do
+        base=$((12000 + (RANDOM % 200) * 100))
+        if ! awk -v b="$base" '$1 >= b && $1 < b + 100 { found = 1 } END { exit !found }' <<<"$busy"; then
+            echo "$base"; return
+        fi
+    done
+    log "no free port range found"; exit 1
+}
+BASE=$(pick_base)
+HB_BASE=$BASE            # Hubbub node i: HTTP BASE+10(i-1), gossip +1, +2
+NATS_BASE=$((BASE + 50)) # NATS node i: client +0, route +1, ws +2, monitor +3 (step 10)
+
+wait_http() { # url seconds
+    for _ in $(seq $(($2 * 10))); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    log "timed out waiting for $1"; return 1
+}
+
+# ---- NATS cluster ------------------------------------------------------------
+NATS_PIDS=()
+NATS_URLS=()
+routes=""
+for i in 1 2 3; do routes+="nats-route://127.0.0.1:$((NATS_BASE + 10 * (i - 1) + 1)),"; done
+routes=${routes%,}
+for i in 1 2 3; do
+    p=$((NATS_BASE + 10 * (i - 1)))
+    cat >"$WORK/nats$i.conf" <<EOF
+server_name: nats$i
+host: 127.0.0.1
+port: $p
+http: 127.0.0.1:$((p + 3))
+cluster {
+  name: bench
+  host: 127.0.0.1
+  port: $((p + 1))
+  routes: [$(tr ',' '\n' <<<"$routes" | grep -v ":$((p + 1))$" | paste -sd, -)]
+}
+websocket {
+  host: 127.0.0.1
+  port: $((p + 2))
+  no_tls: true
+}
+EOF
+    nats-server -c "$WORK/nats$i.conf" >"$OUT/nats$i.log" 2>&1 &
+    PIDS+=($!); NATS_PIDS+=($!)
+    NATS_URLS+=("ws://127.0.0.1:$((p + 2))")
+done
+for i in 1 2 3; do
+    mon="http://127.0.0.1:$((NATS_BASE + 10 * (i - 1) + 3))"
+    wait_http "$mon/varz" 20
+    for _ in $(seq 100); do
+        [[ $(curl -fs "$mon/routez" | jq .num_routes) -ge 2 ]] && break
+        sleep 0.1
+    done
+    [[ $(curl -fs "$mon/routez" | jq .num_routes) -ge 2 ]] || { log "NATS node $i has no full mesh"; exit 1; }
+done
+log "NATS cluster up: ${NATS_URLS[*]} (pids ${NATS_PIDS[*]})"
+
+# ---- Hubbub cluster ----------------------------------------------------------
+HB_PIDS=()
+HB_URLS=()
+HUBBUB_CLUSTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export HUBBUB_CLUSTER_KEY
+for i in 1 2 3; do
+    p=$((HB_BASE + 10 * (i - 1)))
+    seeds=()
+    [[ $i -gt 1 ]] && seeds=(--seeds "127.0.0.1:$((HB_BASE + 1))")
+    env -u HUBBUB_CONFIG RUST_LOG="${RUST_LOG:-warn}" "$HUBBUB" node --name "n$i" \
+        --listen "127.0.0.1:$p" --gossip "127.0.0.1:$((p + 1))" --state-gossip "127.0.0.1:$((p + 2))" \
+        "${seeds[@]}" >"$OUT/hubbub$i.log" 2>&1 &
+    PIDS+=($!); HB_PIDS+=($!)
+    HB_URLS+=("ws://127.0.0.1:$p/ws")
+done
+unset HUBBUB_CLUSTER_KEY
+for i in 1 2 3; do
+    http="http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))"
+    wait_http "$http/healthz/ready" 30
+    for _ in $(seq 200); do
+        [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 3 ]] && break
+        sleep 0.1
+    done
+    [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 3 ]] || { log "Hubbub node $i sees no 3-node ring"; exit 1; }
+done
+log "Hubbub cluster up: ${HB_URLS[*]} (pids ${HB_PIDS[*]})"
+
+join() { local IFS=,; echo "$*"; }
+HB_ALL=$(join "${HB_URLS[@]}")
+NATS_ALL=$(join "${NATS_URLS[@]}")
+
+# ---- workloads --------------------------------------------------------------
+wanted() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
+labels=()
+
+# run LABEL ARGS...: the same load against Hubbub, then NATS.
+run() {
+    local label=$1; shift
+    wanted "$label" || return 0
+    labels+=("$label")
+    for target in hubbub nats; do
+        local urls pids
+        if [[ $target == hubbub ]]; then urls=$HB_ALL; pids=$(join "${HB_PIDS[@]}")
+        else urls=$NATS_ALL; pids=$(join "${NATS_PIDS[@]}"); fi
+        log "$label: $target"
+        "$LOADGEN" --target "$target" --urls "$urls" --server-pids "$pids" --label "$label" \
+            --room-prefix "$label" "$@" >"$OUT/$label.$target.txt"
+        cat "$OUT/$label.$target.txt" >&2
+        tail -n 1 "$OUT/$label.$target.txt" >"$OUT/$label.$target.json"
+    done
+}
+# idle LABEL N: N idle connections on node 1 of each cluster.
+idle() {
+    local label=$1 n=$2
+    wanted "$label" || return 0
+    labels+=("$label")
+    local rooms=100 subs=$(( (n + 99) / 100 ))
+    log "$label: hubbub"
+    "$LOADGEN" --target hubbub --urls "${HB_URLS[0]}" --server-pids "${HB_PIDS[0]}" --label "$label" \
+        --room-prefix "$label" --idle-only --rooms $rooms --subscribers $subs --connect-concurrency 128 \
+        --first-source-ip 1 >"$OUT/$label.hubbub.txt"
+    log "$label: nats"
+    "$LOADGEN" --target nats --urls "${NATS_URLS[0]}" --server-pids "${NATS_PIDS[0]}" --label "$label" \
+        --room-prefix "$label" --idle-only --rooms $rooms --subscribers $subs --connect-concurrency 128 \
+        --first-source-ip 101 >"$OUT/$label.nats.txt"
+    for t in hubbub nats; do cat "$OUT/$label.$t.txt" >&2; tail -n 1 "$OUT/$label.$t.txt" >"$OUT/$label.$t.json"; done
+}
+
+if [[ $SMOKE -eq 1 ]]; then
+    WORKLOADS=smoke-latency,smoke-idle
+    run smoke-latency --rooms 100 --subscribers 10 --publishers 10 --rate 5000 --duration 2 --payload 64 --drain 2
+    idle smoke-idle 500
+else
+    run latency --rooms 100 --subscribers 10 --publishers 10 --rate 5000 --duration 15 --payload 64
+    run saturation --rooms 100 --subscribers 10 --publishers 10 --rate 0 --window "$WINDOW" --duration 10 --payload 64
+    run saturation-300 --rooms 10 --subscribers 300 --publishers 10 --rate 0 --window $(( (WINDOW + 3) / 4 )) --duration 10 --payload 64
+    idle idle "$IDLE"
+fi
+
+files=()
+for l in "${labels[@]}"; do files+=("$OUT/$l.hubbub.json" "$OUT/$l.nats.json"); done
+{
+    echo "# hubbub compare.sh $([[ $SMOKE -eq 1 ]] && echo --smoke) — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "# machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# nats-server $(nats-server --version | awk '{print $2}'), hubbub $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || echo ' + uncommitted changes'), binary built $(date -u -r "$HUBBUB" '+%H:%M UTC')"
+    echo
+    "$LOADGEN" --compare "${files[@]}"
+} | tee "$OUT/summary.md"
+
+# A smoke run fails when a target delivered nothing.
+if [[ $SMOKE -eq 1 ]]; then
+    for t in hubbub nats; do
+        got=$(jq .received "$OUT/smoke-latency.$t.json")
+        [[ "$got" -gt 0 ]] || { log "smoke: $t delivered nothing"; exit 1; }
+    done
+fi
+log "results in $OUT"
