@@ -374,8 +374,12 @@ impl Links {
                 .filter(|m| !m.is_self && m.identity.id > self.me)
                 .map(|m| (m.identity.id, m.identity.clone()))
                 .collect();
-            dialers.retain(|id, (bump, stop)| {
-                let keep = wanted.get(id).is_some_and(|w| w.bump == *bump);
+            // A dialer follows one process of the peer (its generation): a
+            // renewed identity (same process, wrongly declared down) keeps its
+            // link, so the frames in flight on it are not lost; a restarted
+            // peer gets a new dialer.
+            dialers.retain(|id, (generation, stop)| {
+                let keep = wanted.get(id).is_some_and(|w| w.generation == *generation);
                 if !keep {
                     stop.cancel();
                 }
@@ -386,7 +390,7 @@ impl Links {
                     continue;
                 }
                 let stop = self.shutdown.child_token();
-                dialers.insert(id, (identity.bump, stop.clone()));
+                dialers.insert(id, (identity.generation, stop.clone()));
                 let links = self.clone();
                 tokio::spawn(async move {
                     links.dial_peer(id, identity.name.clone(), identity.http, stop).await;
