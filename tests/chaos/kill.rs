@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hubbub_testkit::chaos::Event;
 use hubbub_testkit::{Cluster, NodeApi, wait_until};
 
-use crate::load::{Load, POLL, Spec, held_rooms, replayed, runtime, wait_detected, ws_url};
+use crate::load::{Load, POLL, Spec, replayed, runtime, wait_detected, ws_url};
 use crate::verdict::{assert_clean, report};
 
 /// Reaching the initial converged state is not what these tests measure.
@@ -188,7 +188,7 @@ fn kill_owner_of_busiest_room() {
 fn holder_of(apis: &[(String, NodeApi)], room: &str) -> Result<String, String> {
     let mut holders = Vec::new();
     for (name, api) in apis {
-        if held_rooms(api)?.iter().any(|r| r == room) {
+        if api.held_rooms()?.iter().any(|r| r == room) {
             holders.push(name.clone());
         }
     }

@@ -365,15 +365,6 @@ fn handle(ev: ResilientEvent, i: usize, url: &mut String, rec: &mut Recorder, sh
     true
 }
 
-/// `GET /debug/rooms`: the rooms the node holds (sequences).
-pub(crate) fn held_rooms(api: &NodeApi) -> Result<Vec<String>, String> {
-    let view: serde_json::Value = api.get_json("/debug/rooms")?;
-    let held = view["held"].as_array().ok_or_else(|| format!("/debug/rooms has no `held` array: {view}"))?;
-    held.iter()
-        .map(|h| h["room"].as_str().map(str::to_owned).ok_or_else(|| format!("a held entry has no room: {view}")))
-        .collect()
-}
-
 /// A counter of the `chat` object of `GET /debug/node`.
 pub(crate) fn chat_counter(api: &NodeApi, name: &str) -> Result<u64, String> {
     let node: serde_json::Value = api.get_json("/debug/node")?;

@@ -149,15 +149,6 @@ pub(crate) fn rooms_owned_by(names: &[&str], owner: &str, prefix: &str, count: u
     rooms
 }
 
-/// `GET /debug/rooms`: the names of the rooms the node holds (sequences).
-pub(crate) fn held_rooms(api: &NodeApi) -> Result<Vec<String>, String> {
-    let view: serde_json::Value = api.get_json("/debug/rooms")?;
-    let held = view["held"].as_array().ok_or_else(|| format!("/debug/rooms has no `held` array: {view}"))?;
-    held.iter()
-        .map(|h| h["room"].as_str().map(str::to_owned).ok_or_else(|| format!("a held entry has no room: {view}")))
-        .collect()
-}
-
 /// Which of `nodes` hold each room of `rooms`: Ok when every room is held by
 /// exactly one node, else an error listing every room's holders.
 pub(crate) fn check_single_holders(
@@ -166,7 +157,7 @@ pub(crate) fn check_single_holders(
 ) -> Result<BTreeMap<String, String>, String> {
     let mut holders: BTreeMap<String, Vec<String>> = rooms.iter().map(|r| (r.clone(), Vec::new())).collect();
     for (name, api) in nodes {
-        for room in held_rooms(api)? {
+        for room in api.held_rooms()? {
             if let Some(h) = holders.get_mut(&room) {
                 h.push(name.clone());
             }

@@ -244,19 +244,4 @@ impl Backplane {
         }
         asked
     }
-
-    /// Starts draining (see [`Core::drain`]) and waits, up to `timeout`, until
-    /// every handed-off room is acknowledged by its new owner. Returns the
-    /// number still unacknowledged.
-    pub async fn drain(&self, timeout: Duration) -> usize {
-        self.core().drain(now_ms());
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = self.core().unacked_handoffs();
-            if left == 0 || tokio::time::Instant::now() >= deadline {
-                return left;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }

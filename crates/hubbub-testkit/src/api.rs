@@ -211,6 +211,15 @@ impl NodeApi {
         self.get_json(&format!("/debug/ring?key={key}"))
     }
 
+    /// `GET /debug/rooms`: the names of the rooms the node holds (sequences).
+    pub fn held_rooms(&self) -> Result<Vec<String>, String> {
+        let view: serde_json::Value = self.get_json("/debug/rooms")?;
+        let held = view["held"].as_array().ok_or_else(|| format!("/debug/rooms has no `held` array: {view}"))?;
+        held.iter()
+            .map(|h| h["room"].as_str().map(str::to_owned).ok_or_else(|| format!("a held entry has no room: {view}")))
+            .collect()
+    }
+
     /// `GET /debug/node`.
     pub fn node_info(&self) -> Result<NodeInfo, String> {
         self.get_json("/debug/node")

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hubbub_backplane::{Backplane, CoreLimits, FencingConfig, HistoryLimits};
+use hubbub_backplane::{Backplane, CoreLimits, FencingConfig, HistoryLimits, now_ms};
 use hubbub_cluster::{Cluster, ClusterConfig};
 use hubbub_gateway::{ChatSettings, Gateway};
 use tokio::net::TcpListener;
@@ -181,7 +181,9 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     if !closed {
         warn!("client connections still open after {SHUTDOWN_STEP:?}");
     }
-    let unacked = backplane.drain(SHUTDOWN_STEP).await;
+    backplane.core().drain(now_ms());
+    wait_for(SHUTDOWN_STEP, || backplane.core().unacked_handoffs() == 0).await;
+    let unacked = backplane.core().unacked_handoffs();
     if unacked > 0 {
         warn!(unacked, "rooms handed off without acknowledgement");
     } else {
