@@ -197,9 +197,21 @@ impl Links {
         queues.entry(peer).or_insert_with(PeerQueue::new).rx.clone()
     }
 
-    /// Drops the queues of peers that are no longer active members.
+    /// Drops the queues of peers that are neither active members nor linked.
+    ///
+    /// A peer with a link keeps its queue: the session reads that queue's
+    /// receiver, and dropping it would leave the link up with every later
+    /// frame going to a new queue nobody reads. A view can lack a linked
+    /// peer for a moment (an acceptor that has not heard of the dialer yet,
+    /// a member declared down and back). The table lock is taken first and
+    /// held: `run_session` registers a link before it takes its queue, so a
+    /// link is either seen here or takes its queue after this prune.
     fn prune_queues(&self, active: &std::collections::HashSet<NodeId>) {
-        self.queues.lock().expect("links mutex poisoned").retain(|peer, _| active.contains(peer));
+        let table = self.table.lock().expect("links mutex poisoned");
+        self.queues
+            .lock()
+            .expect("links mutex poisoned")
+            .retain(|peer, _| active.contains(peer) || table.contains_key(peer));
     }
 
     /// Established links, sorted by peer name.
@@ -501,5 +513,81 @@ where
             Some(Ok(_)) => return Err(LinkError::Handshake("expected a binary frame")),
             Some(Err(e)) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+
+    fn links(name: &str) -> (Arc<Links>, mpsc::Receiver<(NodeId, ChatFrame)>) {
+        let (hints, _) = mpsc::channel(16);
+        let keyring = Arc::new(Keyring::insecure("test"));
+        let links = Links::new(
+            NodeId::from_name(name),
+            name.to_owned(),
+            keyring,
+            Arc::default(),
+            hints,
+            CancellationToken::new(),
+        );
+        let (inbox, rx) = mpsc::channel(16);
+        links.set_chat_inbox(inbox);
+        (links, rx)
+    }
+
+    fn claim(room: &str) -> Bytes {
+        Bytes::from(link::encode(&LinkFrame::Chat(ChatFrame::Claim { room: room.to_owned() })))
+    }
+
+    async fn recv_room(rx: &mut mpsc::Receiver<(NodeId, ChatFrame)>) -> String {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a frame within 5 s");
+        match got {
+            Some((_, ChatFrame::Claim { room })) => room,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// An acceptor whose view does not list the dialer yet (or lists it as
+    /// down for a moment) keeps sending to it over the live link.
+    #[tokio::test]
+    async fn a_linked_peer_keeps_its_queue_when_the_view_lacks_it() {
+        let (a, mut a_inbox) = links("a");
+        let (b, mut b_inbox) = links("b");
+        let (sa, sb) = tokio::io::duplex(64 * 1024);
+        let ws_a = WebSocketStream::from_raw_socket(sa, Role::Server, Some(websocket_config())).await;
+        let mut ws_b = WebSocketStream::from_raw_socket(sb, Role::Client, Some(websocket_config())).await;
+        tokio::spawn(a.clone().serve_inbound(ws_a));
+        let b2 = b.clone();
+        let a_id = a.me;
+        tokio::spawn(async move {
+            let name = b2.dial_handshake(&mut ws_b, a_id).await.expect("handshake");
+            b2.run_session(ws_b, a_id, name, Direction::Outbound).await;
+        });
+        a.send(b.me, claim("before"));
+        assert_eq!(recv_room(&mut b_inbox).await, "before");
+        // A view without b (a has not heard of it through membership).
+        a.prune_queues(&HashSet::from([a.me]));
+        a.send(b.me, claim("after"));
+        assert_eq!(recv_room(&mut b_inbox).await, "after");
+        // And the other direction still flows.
+        b.send(a.me, claim("back"));
+        assert_eq!(recv_room(&mut a_inbox).await, "back");
+    }
+
+    /// The queue of a peer that is neither a member nor linked is dropped.
+    #[test]
+    fn an_unlinked_departed_peer_loses_its_queue() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let _guard = rt.enter();
+        let (a, _inbox) = links("a");
+        let gone = NodeId::from_name("gone");
+        a.send(gone, claim("x"));
+        a.prune_queues(&HashSet::from([a.me]));
+        assert!(a.queues.lock().expect("lock").is_empty());
     }
 }
