@@ -143,6 +143,7 @@ impl Backplane {
             core.set_quorum(quorum);
             core.on_view(ring.clone(), draining.iter().copied(), now);
             if had_quorum && !quorum {
+                core.quorum_lost(now);
                 // Cut off in a minority: send clients to the nodes this one cannot see.
                 let urls: Vec<String> = fencing
                     .stable()

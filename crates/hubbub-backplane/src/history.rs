@@ -80,6 +80,12 @@ impl Log {
         (entries, truncated)
     }
 
+    fn pop_back(&mut self) {
+        if let Some(e) = self.entries.pop_back() {
+            self.bytes -= entry_bytes(&e);
+        }
+    }
+
     pub(crate) fn get(&self, seq: u64) -> Option<&Entry> {
         let first = self.entries.front()?.seq;
         let e = self.entries.get(seq.checked_sub(first)? as usize)?;
@@ -171,6 +177,16 @@ pub(crate) struct ReplicaLog {
 }
 
 impl ReplicaLog {
+    /// What a holder that gives a room up without a successor keeps: its
+    /// released entries, under its term, naming no holder.
+    pub(crate) fn from_held(held: Held) -> ReplicaLog {
+        let mut log = held.log;
+        while log.last_seq().is_some_and(|seq| seq > held.released) {
+            log.pop_back();
+        }
+        ReplicaLog { term: held.term, log, released: held.released, holder: None }
+    }
+
     /// The state a new owner starts from when the holder is gone: the next
     /// term, the seq continuing after the copy. Everything the replica
     /// stored may have been acknowledged, so it counts as released and

@@ -129,6 +129,9 @@ impl Core {
     /// After a room arrives here: replicas synced, waiting frames replayed.
     fn settle_room(&mut self, room: String, now: u64) {
         self.moved.remove(&room);
+        // The holder is not a replica: a copy kept here (from before, or
+        // from losing the majority) is superseded by the held state.
+        self.replicas.remove(&room);
         self.replicate(&room, Vec::new(), now);
         if let Some(claim) = self.claiming.remove(&room) {
             self.replay(claim.buffered, now);

@@ -10,8 +10,10 @@
 
 use hubbub_proto::chat::{ChatFrame, Entry};
 use hubbub_ring::{NodeId, room_key};
+use tracing::warn;
 
 use crate::core::Core;
+use crate::history::ReplicaLog;
 
 impl Core {
     /// The replicas of `room` as this node sees the ring.
@@ -160,8 +162,35 @@ impl Core {
         self.run_loopback(now);
     }
 
+    /// Quorum lost: this node may be cut off while the majority fails its
+    /// rooms over under a newer term. It stops holding them: each becomes a
+    /// replica copy of what it released (what it sequenced and never
+    /// released was never acknowledged, and a newer holder may reuse those
+    /// seqs), and the publishes waiting on them fail so their clients retry
+    /// elsewhere. With a majority again, the rooms it owns are claimed like
+    /// any other ([`Core::quorum_regained`]): a holder of a newer term hands
+    /// its state over; only when none exists is the copy taken over, under
+    /// the next term. (Releasing the old state's entries on regaining quorum
+    /// published seqs the new holder had already given to other messages.)
+    pub fn quorum_lost(&mut self, now: u64) {
+        let rooms: Vec<String> = self.held.keys().cloned().collect();
+        if !rooms.is_empty() {
+            warn!(rooms = rooms.len(), "lost the majority: keeping held rooms only as replica copies");
+        }
+        for room in rooms {
+            let held = self.held.remove(&room).expect("listed above");
+            for p in &held.awaiting {
+                let reason = format!("the owner of room {room} lost the majority of the cluster");
+                self.route(p.origin, ChatFrame::Failed { req: p.req, reason });
+            }
+            self.replicas.insert(room, ReplicaLog::from_held(held));
+        }
+        self.run_loopback(now);
+    }
+
     /// Quorum regained: every held room is copied to its replicas again,
-    /// and what they acknowledge is released.
+    /// what they acknowledge is released, and the rooms this node owns and
+    /// has copies of are claimed.
     pub fn quorum_regained(&mut self, now: u64) {
         let rooms: Vec<String> = self.held.keys().cloned().collect();
         for room in rooms {
@@ -170,6 +199,7 @@ impl Core {
             }
             self.replicate(&room, Vec::new(), now);
         }
+        self.adopt_orphans(now);
         self.run_loopback(now);
     }
 

@@ -54,6 +54,8 @@ struct Sim {
     sent: u64,
     /// Crashed nodes: their connections' acks count, their deliveries don't.
     crashed: Vec<NodeId>,
+    /// A node cut off from the others: frames between it and them vanish.
+    cut: Option<NodeId>,
 }
 
 const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
@@ -82,6 +84,7 @@ impl Sim {
             conns: Vec::new(),
             sent: 0,
             crashed: Vec::new(),
+            cut: None,
         }
     }
 
@@ -101,6 +104,9 @@ impl Sim {
         let (from, to) = busy[self.rng.random_range(0..busy.len())];
         let frame = self.links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
         self.now += 1;
+        if self.cut.is_some_and(|c| (from == c) != (to == c)) {
+            return true;
+        }
         if let Some(core) = self.nodes.get_mut(&to) {
             let LinkFrame::Chat(frame) = link::decode(&frame).unwrap() else { panic!("not a chat frame") };
             core.on_frame(from, frame, self.now);
@@ -168,6 +174,10 @@ impl Sim {
         let live: Vec<_> = self.conns.iter().filter(|(n, _, _)| !self.crashed.contains(n)).cloned().collect();
         let (node, conn, _) = live[self.rng.random_range(0..live.len())].clone();
         let room = ROOMS[self.rng.random_range(0..ROOMS.len())];
+        self.publish_from(node, conn, room);
+    }
+
+    fn publish_from(&mut self, node: NodeId, conn: u64, room: &str) {
         self.sent += 1;
         let id = format!("m{}", self.sent);
         self.nodes.get_mut(&node).unwrap().send(conn, room, format!("body {id}"), &id, self.now);
@@ -406,6 +416,60 @@ fn a_holder_restarted_before_anyone_noticed_gets_its_rooms_back() {
             }
         }
         sim.traffic(300);
+        sim.settle();
+        check(&sim, seed);
+        assert_single_holders(&sim, seed);
+    }
+}
+
+#[test]
+fn a_holder_cut_off_in_a_minority_never_publishes_its_unacked_seqs() {
+    for seed in 0..200 {
+        let mut sim = Sim::new(seed, &["a", "b", "c", "d", "e"]);
+        sim.connect_all();
+        sim.traffic(100);
+        sim.settle();
+        // The holder of r0 is cut off. Before it notices, its own clients
+        // publish to r0: sequenced, never replicated, never acked.
+        let victim = *sim.nodes.iter().find(|(_, c)| c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        let (_, conn, _) = sim.conns.iter().find(|(n, _, _)| *n == victim).cloned().unwrap();
+        sim.cut = Some(victim);
+        for _ in 0..5 {
+            sim.publish_from(victim, conn, "r0");
+        }
+        sim.traffic(50);
+        // Each side learns of the cut: the majority drops the victim and
+        // fails r0 over from its replica (a newer term, reusing the seqs the
+        // victim gave); the victim loses its majority.
+        let now = sim.now;
+        let alone = Ring::new([victim]);
+        let core = sim.nodes.get_mut(&victim).unwrap();
+        core.set_quorum(false);
+        core.on_view(alone, [], now);
+        core.quorum_lost(now);
+        let majority = Ring::new(sim.nodes.keys().copied().filter(|n| *n != victim));
+        let others: Vec<NodeId> = sim.nodes.keys().copied().filter(|n| *n != victim).collect();
+        for id in &others {
+            sim.nodes.get_mut(id).unwrap().on_view(majority.clone(), [], now);
+        }
+        sim.traffic(200);
+        sim.settle();
+        // The heal. The victim regains its majority before it sees every
+        // member again: the new holder of r0 is still missing from its ring.
+        sim.cut = None;
+        let holder =
+            *sim.nodes.iter().find(|(id, c)| **id != victim && c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        let partial = Ring::new(sim.nodes.keys().copied().filter(|n| *n != holder));
+        let now = sim.now;
+        let core = sim.nodes.get_mut(&victim).unwrap();
+        core.set_quorum(true);
+        core.on_view(partial, [], now);
+        core.quorum_regained(now);
+        sim.traffic(20);
+        // Then every node sees all five, in its own order.
+        let full = Ring::new(sim.nodes.keys().copied());
+        sim.change_view(&full, &[]);
+        sim.traffic(200);
         sim.settle();
         check(&sim, seed);
         assert_single_holders(&sim, seed);
