@@ -8,6 +8,8 @@
 #   benches/compare.sh --smoke    a few seconds: checks both targets and the harness
 #
 # Options: --out DIR (results, default: a new temp dir), --no-build,
+#          --debug (debug binaries: enough for --smoke, which CI runs after
+#          its debug build; never for figures),
 #          --idle N (idle connections on one node, default: the open-file
 #          limit minus 1,000, at most 19,000),
 #          --window W (in flight per publisher in `saturation`, default 1000,
@@ -23,6 +25,7 @@ ROOT=$(pwd)
 
 SMOKE=0
 BUILD=1
+PROFILE=release
 OUT=""
 # As many idle connections as the open-file limit leaves room for (the node
 # and the load generator each hold one descriptor per connection), at most 19,000.
@@ -37,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
         --no-build) BUILD=0 ;;
+        --debug) PROFILE=debug ;;
         --out) OUT=$2; shift ;;
         --idle) IDLE=$2; shift ;;
         --workloads) WORKLOADS=$2; shift ;;
@@ -75,11 +79,16 @@ if ! command -v nats-server >/dev/null; then
         { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y nats-server >/dev/null; }
 fi
 if [[ $BUILD -eq 1 ]]; then
-    log "building (release)"
-    cargo build --release -q -p hubbub -p hubbub-benches
+    log "building ($PROFILE)"
+    if [[ $PROFILE == release ]]; then
+        cargo build --release -q -p hubbub -p hubbub-benches
+    else
+        cargo build -q -p hubbub -p hubbub-benches
+    fi
 fi
-HUBBUB="$ROOT/target/release/hubbub"
-LOADGEN="$ROOT/target/release/hubbub-loadgen"
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+HUBBUB="$TARGET_DIR/$PROFILE/hubbub"
+LOADGEN="$TARGET_DIR/$PROFILE/hubbub-loadgen"
 
 # ---- ports -----------------------------------------------------------------
 # A base port with nothing listening (TCP or UDP) in [base, base+100), below
