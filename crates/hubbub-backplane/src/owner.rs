@@ -396,6 +396,7 @@ impl Core {
         if let ClaimAnswer::State(state) = answer {
             // Given to us: installed even if the claim was abandoned, so it is never lost.
             self.counters.handoffs_received += 1;
+            let state = self.prefer_own_copy(&room, state);
             self.install(room.clone(), state, now);
             let owner = self.owner_of(&room_key(&room));
             if owner != self.me {
@@ -418,6 +419,26 @@ impl Core {
             // `retry_claims` starts again if nothing arrives.
             ClaimAnswer::Sent | ClaimAnswer::Busy | ClaimAnswer::Redirect(_) => claim.since_ms = now,
         }
+    }
+
+    /// A takeover state another node made from its replica copy (the
+    /// holder gone) may be older than this node's own copy. A node can keep
+    /// a copy it was sent while it stood in for a dead replica, and the
+    /// holder's real replica is usually the claimer itself, next in line.
+    /// Of two takeovers of one term, the longer log wins, so no seq that may
+    /// have been acknowledged is given to another message.
+    fn prefer_own_copy(&mut self, room: &str, state: RoomState) -> RoomState {
+        let Some(copy) = self.replicas.get(room) else { return state };
+        if copy.term + 1 != state.term {
+            return state;
+        }
+        let mut own = copy.takeover_state();
+        if own.next_seq <= state.next_seq {
+            return state;
+        }
+        warn!(room, ours = own.next_seq, theirs = state.next_seq, "taking a room over from this node's longer copy");
+        own.nodes = state.nodes;
+        own
     }
 
     pub(crate) fn on_handoff(&mut self, from: NodeId, room: String, state: RoomState, now: u64) {

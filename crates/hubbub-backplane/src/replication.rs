@@ -121,6 +121,13 @@ impl Core {
         }
         let count = entries.len() as u64;
         let limits = self.limits.history;
+        // Only a full copy starts a replica: an empty copy made for entries
+        // that do not follow anything would be taken for the room's state
+        // (seqs from 1 again) if its holder died before the full copy came.
+        if !full && !self.replicas.contains_key(&room) {
+            self.route(from, ChatFrame::Replicated { room, term, seq: 0, need_full: true });
+            return;
+        }
         let replica = self.replicas.entry(room.clone()).or_default();
         match replica.store(term, entries, full, &limits, now) {
             Ok(complete) => {

@@ -170,6 +170,22 @@ impl Sim {
         self.crashed.push(node);
     }
 
+    /// A new process of `node` (crashed before), empty, knowing every node;
+    /// the others see a new incarnation of a member (their rings keep it).
+    fn restart(&mut self, node: NodeId) {
+        let mut fresh =
+            Core::new(node, CoreLimits::default(), Box::new(SimPeers { me: node, wire: self.wire.clone() }));
+        let ring = Ring::new(self.nodes.keys().copied().chain([node]));
+        fresh.on_view(ring, [], self.now);
+        self.nodes.insert(node, fresh);
+        let now = self.now;
+        for (id, core) in self.nodes.iter_mut() {
+            if *id != node {
+                core.member_restarted(node, now);
+            }
+        }
+    }
+
     fn publish(&mut self) {
         let live: Vec<_> = self.conns.iter().filter(|(n, _, _)| !self.crashed.contains(n)).cloned().collect();
         let (node, conn, _) = live[self.rng.random_range(0..live.len())].clone();
@@ -404,17 +420,7 @@ fn a_holder_restarted_before_anyone_noticed_gets_its_rooms_back() {
         sim.crash(victim);
         sim.crashed.retain(|n| *n != victim);
         sim.conns.retain(|(n, _, _)| *n != victim);
-        let mut fresh =
-            Core::new(victim, CoreLimits::default(), Box::new(SimPeers { me: victim, wire: sim.wire.clone() }));
-        let ring = Ring::new(sim.nodes.keys().copied().chain([victim]));
-        fresh.on_view(ring, [], sim.now);
-        sim.nodes.insert(victim, fresh);
-        let now = sim.now;
-        for (id, core) in sim.nodes.iter_mut() {
-            if *id != victim {
-                core.member_restarted(victim, now);
-            }
-        }
+        sim.restart(victim);
         sim.traffic(300);
         sim.settle();
         check(&sim, seed);
@@ -474,4 +480,61 @@ fn a_holder_cut_off_in_a_minority_never_publishes_its_unacked_seqs() {
         check(&sim, seed);
         assert_single_holders(&sim, seed);
     }
+}
+
+#[test]
+fn a_stale_replica_copy_never_replaces_the_real_replica() {
+    use hubbub_ring::room_key;
+    for seed in 0..200 {
+        let mut sim = Sim::new(seed, &["a", "b", "c", "d", "e"]);
+        sim.connect_all();
+        sim.traffic(100);
+        sim.settle();
+        let order = Ring::new(sim.nodes.keys().copied()).preference_order(&room_key("r0"));
+        let (holder, replica) = (order[0], order[1]);
+        // The replica dies: the holder copies r0 to the next node instead.
+        sim.crash(replica);
+        let without = Ring::new(sim.nodes.keys().copied());
+        sim.change_view(&without, &[]);
+        sim.traffic(100);
+        // It comes back empty; nodes learn it at different moments, so the
+        // stand-in may be sent the log again after it dropped its copy.
+        sim.restart(replica);
+        let full = Ring::new(sim.nodes.keys().copied());
+        sim.change_view(&full, &[]);
+        sim.traffic(200);
+        // The holder dies: the replica, next in line, takes r0 over.
+        sim.crash(holder);
+        let shrunk = Ring::new(sim.nodes.keys().copied());
+        sim.change_view(&shrunk, &[]);
+        sim.traffic(200);
+        sim.settle();
+        check(&sim, seed);
+        assert_single_holders(&sim, seed);
+    }
+}
+
+/// A claimer whose own replica copy is longer than the takeover state
+/// another node made from an older copy continues from its own: the seqs
+/// only its copy has may have been acknowledged.
+#[test]
+fn a_takeover_from_a_shorter_copy_yields_to_the_claimers_longer_one() {
+    use hubbub_proto::chat::{ChatFrame, ClaimAnswer, Entry, RoomState};
+    use hubbub_ring::room_key;
+    let ids: Vec<NodeId> = ["a", "b", "c"].iter().map(|n| NodeId::from_name(n)).collect();
+    let ring = Ring::new(ids.iter().copied());
+    let order = ring.preference_order(&room_key("r0"));
+    let (me, old_holder, stand_in) = (order[0], order[1], order[2]);
+    let wire: Wire = Default::default();
+    let mut core = Core::new(me, CoreLimits::default(), Box::new(SimPeers { me, wire }));
+    core.on_view(ring, [], 0);
+    let entry = |seq: u64| Entry { seq, from: "u".into(), id: format!("m{seq}"), body: "b".into(), ts: 1 };
+    let entries = |upto: u64| (1..=upto).map(entry).collect::<Vec<_>>();
+    // This node replicated r0 for its holder, up to seq 35 of term 1.
+    core.on_frame(old_holder, ChatFrame::Replicate { room: "r0".into(), term: 1, entries: entries(35), full: true }, 1);
+    // Another node hands over a takeover of its older copy (up to 32).
+    let state = RoomState { next_seq: 33, nodes: vec![], history: entries(32), released: 32, pending: vec![], term: 2 };
+    core.on_frame(stand_in, ChatFrame::ClaimReply { room: "r0".into(), answer: ClaimAnswer::State(state) }, 2);
+    let held = &core.held["r0"];
+    assert_eq!((held.term, held.next_seq), (2, 36), "the longer copy wins");
 }
