@@ -16,7 +16,11 @@
 #          just under Hubbub's default --max-in-flight of 1024;
 #          `saturation-300` uses W/4),
 #          --workloads LIST (comma-separated subset of: latency, saturation,
-#          saturation-300, idle; default all).
+#          saturation-300, idle, growth, scale; default all).
+#          growth: the latency load at 1,000 / 5,000 / 10,000 / 20,000
+#          publishes/s on both targets (10k..200k deliveries/s), for how
+#          CPU per delivery changes with load; scale: the same 1,000/s load
+#          on Hubbub with 3 nodes, then with 2 more nodes started (5).
 # Everything it starts is stopped by PID on exit, also on error or ctrl-c.
 set -euo pipefail
 
@@ -34,7 +38,7 @@ NOFILE=$(ulimit -n)
 IDLE=$(( NOFILE - 1000 ))
 (( IDLE > 19000 )) && IDLE=19000
 (( IDLE < 100 )) && IDLE=100
-WORKLOADS=latency,saturation,saturation-300,idle
+WORKLOADS=latency,saturation,saturation-300,idle,growth,scale
 WINDOW=1000
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -161,6 +165,7 @@ log "NATS cluster up: ${NATS_URLS[*]} (pids ${NATS_PIDS[*]})"
 HB_PIDS=()
 HB_URLS=()
 HUBBUB_CLUSTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SCALE_KEY=$HUBBUB_CLUSTER_KEY
 export HUBBUB_CLUSTER_KEY
 for i in 1 2 3; do
     p=$((HB_BASE + 10 * (i - 1)))
@@ -225,6 +230,45 @@ idle() {
     for t in hubbub nats; do cat "$OUT/$label.$t.txt" >&2; tail -n 1 "$OUT/$label.$t.txt" >"$OUT/$label.$t.json"; done
 }
 
+# scale LABEL ARGS...: the load on Hubbub's 3 nodes (LABEL-3), then on 5
+# (two more nodes started for it, stopped after; LABEL-5). Hubbub only.
+scale() {
+    local label=$1; shift
+    wanted "$label" || return 0
+    local urls pids
+    urls=$(join "${HB_URLS[@]}"); pids=$(join "${HB_PIDS[@]}")
+    log "$label-3: hubbub"
+    "$LOADGEN" --target hubbub --urls "$urls" --server-pids "$pids" --label "$label-3" \
+        --room-prefix "$label-3" "$@" >"$OUT/$label-3.hubbub.txt"
+    local extra=() i p
+    HUBBUB_CLUSTER_KEY=$SCALE_KEY
+    export HUBBUB_CLUSTER_KEY
+    for i in 4 5; do
+        p=$((HB_BASE + 10 * (i - 1)))
+        env -u HUBBUB_CONFIG RUST_LOG="${RUST_LOG:-warn}" "$HUBBUB" node --name "n$i" \
+            --listen "127.0.0.1:$p" --gossip "127.0.0.1:$((p + 1))" --state-gossip "127.0.0.1:$((p + 2))" \
+            --seeds "127.0.0.1:$((HB_BASE + 1))" >"$OUT/hubbub$i.log" 2>&1 &
+        PIDS+=($!); extra+=($!)
+        urls+=",ws://127.0.0.1:$p/ws"; pids+=",$!"
+    done
+    unset HUBBUB_CLUSTER_KEY
+    for i in 1 2 3 4 5; do
+        local http="http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))"
+        wait_http "$http/healthz/ready" 30
+        for _ in $(seq 200); do
+            [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 5 ]] && break
+            sleep 0.1
+        done
+        [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 5 ]] || { log "Hubbub node $i sees no 5-node ring"; exit 1; }
+    done
+    log "$label-5: hubbub (2 more nodes: pids ${extra[*]})"
+    "$LOADGEN" --target hubbub --urls "$urls" --server-pids "$pids" --label "$label-5" \
+        --room-prefix "$label-5" "$@" >"$OUT/$label-5.hubbub.txt"
+    for p in "${extra[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${extra[@]}"; do wait "$p" 2>/dev/null || true; done
+    for n in 3 5; do cat "$OUT/$label-$n.hubbub.txt" >&2; tail -n 1 "$OUT/$label-$n.hubbub.txt" >"$OUT/$label-$n.hubbub.json"; done
+}
+
 if [[ $SMOKE -eq 1 ]]; then
     WORKLOADS=smoke-latency,smoke-idle
     run smoke-latency --rooms 100 --subscribers 10 --publishers 10 --rate 5000 --duration 2 --payload 64 --drain 2
@@ -234,16 +278,57 @@ else
     run saturation --rooms 100 --subscribers 10 --publishers 10 --rate 0 --window "$WINDOW" --duration 10 --payload 64
     run saturation-300 --rooms 10 --subscribers 300 --publishers 10 --rate 0 --window $(( (WINDOW + 3) / 4 )) --duration 10 --payload 64
     idle idle "$IDLE"
+    for rate in 1000 5000 10000 20000; do
+        wanted growth && WORKLOADS+=",growth-$((rate / 100))k"
+        run "growth-$((rate / 100))k" --rooms 100 --subscribers 10 --publishers 10 --rate "$rate" --duration 10 --payload 64
+    done
+    scale scale --rooms 100 --subscribers 10 --publishers 10 --rate 1000 --duration 10 --payload 64
 fi
 
 files=()
 for l in "${labels[@]}"; do files+=("$OUT/$l.hubbub.json" "$OUT/$l.nats.json"); done
+
+# How CPU per delivery changes from 10k to 200k deliveries/s (goal: Hubbub's
+# deliveries per CPU-second within 20 % across the range).
+growth_table() {
+    [[ -f "$OUT/growth-10k.hubbub.json" ]] || return 0
+    echo "## growth (latency load at rising rates)"
+    echo "| rate, publishes/s | Hubbub deliveries/s | Hubbub CPU µs/delivery | vs 10k | NATS deliveries/s | NATS CPU µs/delivery |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    local base k h n
+    base=$(jq .server_cpu_us_per_delivery "$OUT/growth-10k.hubbub.json")
+    for k in 10 50 100 200; do
+        h="$OUT/growth-${k}k.hubbub.json"; n="$OUT/growth-${k}k.nats.json"
+        [[ -f $h && -f $n ]] || continue
+        jq -rn --slurpfile h "$h" --slurpfile n "$n" --argjson base "$base" \
+            '"| \($h[0].offered_rate) | \($h[0].deliveries_per_s | floor) | \($h[0].server_cpu_us_per_delivery * 100 | round / 100) | \($h[0].server_cpu_us_per_delivery / $base * 100 | round / 100) | \($n[0].deliveries_per_s | floor) | \($n[0].server_cpu_us_per_delivery * 100 | round / 100) |"'
+    done
+    echo
+}
+
+# 5 Hubbub nodes against 3 under the same load (goal: at most 3 nodes + 25 % CPU).
+scale_table() {
+    [[ -f "$OUT/scale-3.hubbub.json" && -f "$OUT/scale-5.hubbub.json" ]] || return 0
+    echo "## scale (Hubbub, the same load on 3 and on 5 nodes)"
+    echo "| nodes | deliveries/s | server CPU s (all nodes) | CPU µs/delivery | lost |"
+    echo "|---:|---:|---:|---:|---:|"
+    local n
+    for n in 3 5; do
+        jq -r --arg n "$n" '"| \($n) | \(.deliveries_per_s | floor) | \(.server_cpu_s) | \(.server_cpu_us_per_delivery * 100 | round / 100) | \(.lost) |"' \
+            "$OUT/scale-$n.hubbub.json"
+    done
+    jq -rn --slurpfile a "$OUT/scale-3.hubbub.json" --slurpfile b "$OUT/scale-5.hubbub.json" \
+        '"5 nodes use \($b[0].server_cpu_s / $a[0].server_cpu_s * 100 | round / 100) x the CPU of 3"'
+    echo
+}
 {
     echo "# hubbub compare.sh $([[ $SMOKE -eq 1 ]] && echo --smoke) — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "# machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# nats-server $(nats-server --version | awk '{print $2}'), hubbub $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || echo ' + uncommitted changes'), binary built $(date -u -r "$HUBBUB" '+%H:%M UTC')"
     echo
-    "$LOADGEN" --compare "${files[@]}"
+    if ((${#files[@]})); then "$LOADGEN" --compare "${files[@]}"; fi
+    growth_table
+    scale_table
 } | tee "$OUT/summary.md"
 
 # A smoke run fails when a target delivered nothing.
