@@ -92,11 +92,28 @@ fn kill_nine_three_times() {
         );
         detections.push(detection);
         resumes.push(resumed);
-        let moved: BTreeSet<usize> =
-            load.moves_since(killed_at).iter().filter(|m| m.to != url).map(|m| m.client).collect();
+        let moves = load.moves_since(killed_at);
+        let moved: BTreeSet<usize> = moves.iter().filter(|m| m.to != url).map(|m| m.client).collect();
         let still_there: Vec<usize> = load.clients_on(&url);
         assert!(still_there.is_empty(), "{run}: clients {still_there:?} still count as on the killed {victim}");
         assert!(victims.iter().all(|c| moved.contains(c)), "{run}: not every client of {victim} moved");
+        // They spread over the survivors, not onto one: each client's first
+        // move after the kill, counted by where it went.
+        let mut first_moves: BTreeMap<usize, &str> = BTreeMap::new();
+        for m in moves.iter().filter(|m| victims.contains(&m.client)) {
+            first_moves.entry(m.client).or_insert(&m.to);
+        }
+        let mut spread: BTreeMap<&str, usize> = BTreeMap::new();
+        for to in first_moves.values() {
+            *spread.entry(to).or_default() += 1;
+        }
+        let most = spread.values().copied().max().unwrap_or(0);
+        println!("{run}: the clients of {victim} went to {:?}", spread.values().collect::<Vec<_>>());
+        assert!(
+            most * 10 <= victims.len() * 6,
+            "{run}: {most} of the {} clients of {victim} went to one node: {spread:?}",
+            victims.len()
+        );
 
         cluster.restart(victim);
         cluster.wait_converged(SETUP).unwrap_or_else(|e| panic!("{run}: {victim} rejoins: {e}"));
