@@ -260,6 +260,9 @@ pub struct Core {
     pub(crate) loopback: VecDeque<ChatFrame>,
     /// Frames from peers this node's ring does not know yet, with arrival time.
     pub(crate) parked: Vec<(NodeId, ChatFrame, u64)>,
+    /// Entries sequenced in this step and not yet sent to the replicas: one
+    /// `Replicate` per room per step carries them all (see `run_loopback`).
+    pub(crate) unreplicated: BTreeMap<String, Vec<hubbub_proto::chat::Entry>>,
 }
 
 pub(crate) fn text(msg: &ServerMsg) -> Text {
@@ -296,6 +299,7 @@ impl Core {
             counters: ChatCounters::default(),
             loopback: VecDeque::new(),
             parked: Vec::new(),
+            unreplicated: BTreeMap::new(),
         }
     }
 
@@ -413,8 +417,22 @@ impl Core {
         }
     }
 
-    /// Handles frames this node sent to itself.
+    /// Handles frames this node sent to itself, then sends what was
+    /// sequenced to the replicas (which may answer this node's clients, and
+    /// so queue more frames for itself).
     pub(crate) fn run_loopback(&mut self, now: u64) {
+        loop {
+            self.drain_loopback(now);
+            if self.unreplicated.is_empty() {
+                return;
+            }
+            for (room, entries) in std::mem::take(&mut self.unreplicated) {
+                self.replicate(&room, entries, now);
+            }
+        }
+    }
+
+    fn drain_loopback(&mut self, now: u64) {
         while let Some(frame) = self.loopback.pop_front() {
             self.handle_frame(self.me, frame, now);
         }
@@ -429,6 +447,14 @@ impl Core {
     /// Answers and deliveries never wait: they do not depend on the ring,
     /// and a node that just left still delivers what it sequenced.
     pub fn on_frame(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
+        self.on_frame_in_batch(from, frame, now);
+        self.run_loopback(now);
+    }
+
+    /// [`Core::on_frame`] for one frame of a batch: what it sequences goes to
+    /// the replicas at the batch's [`Core::end_batch`], in one `Replicate`
+    /// per room (at saturation, tens of entries instead of one frame each).
+    pub fn on_frame_in_batch(&mut self, from: NodeId, frame: ChatFrame, now: u64) {
         let needs_ring = matches!(
             frame,
             ChatFrame::Publish { .. }
@@ -443,6 +469,11 @@ impl Core {
             return;
         }
         self.handle_frame(from, frame, now);
+        self.drain_loopback(now);
+    }
+
+    /// Ends a batch of [`Core::on_frame_in_batch`] calls.
+    pub fn end_batch(&mut self, now: u64) {
         self.run_loopback(now);
     }
 

@@ -107,14 +107,16 @@ impl Backplane {
                     let Some((from, frame)) = frame else { return };
                     let now = now_ms();
                     let mut core = self.core();
-                    core.on_frame(from, frame, now);
-                    // Take what else is waiting under the same lock.
+                    core.on_frame_in_batch(from, frame, now);
+                    // Take what else is waiting under the same lock; what
+                    // the batch sequences goes to the replicas together.
                     for _ in 0..256 {
                         match inbox.try_recv() {
-                            Ok((from, frame)) => core.on_frame(from, frame, now),
+                            Ok((from, frame)) => core.on_frame_in_batch(from, frame, now),
                             Err(_) => break,
                         }
                     }
+                    core.end_batch(now);
                     continue;
                 }
                 _ = tick.tick() => self.core().tick(now_ms()),

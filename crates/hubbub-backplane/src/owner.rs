@@ -240,7 +240,9 @@ impl Core {
                 let entry = Entry { seq, from: sender, id, body, ts: now };
                 held.append(entry.clone(), &limits, now);
                 held.awaiting.push_back(pending(seq));
-                self.replicate(&room, vec![entry], now);
+                // Sent to the replicas when this step ends (`run_loopback`),
+                // with whatever else this step sequences in the room.
+                self.unreplicated.entry(room).or_default().push(entry);
             }
             Route::Forward(to) => {
                 if hops >= MAX_HOPS {

@@ -94,7 +94,9 @@ impl Sim {
         }
     }
 
-    /// Delivers one frame from a random non-empty link; false when none is left.
+    /// Delivers one frame from a random non-empty link, or (a third of the
+    /// time) a batch of up to 8 frames to one node, as the driver does with
+    /// what waits in its inbox; false when none is left.
     fn step(&mut self) -> bool {
         self.collect();
         let busy: Vec<(NodeId, NodeId)> = self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
@@ -102,14 +104,29 @@ impl Sim {
             return false;
         }
         let (from, to) = busy[self.rng.random_range(0..busy.len())];
-        let frame = self.links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
+        let batch = if self.rng.random_bool(1.0 / 3.0) { 8 } else { 1 };
         self.now += 1;
-        if self.cut.is_some_and(|c| (from == c) != (to == c)) {
-            return true;
+        for i in 0..batch {
+            let inbound: Vec<NodeId> =
+                self.links.iter().filter(|((_, t), q)| *t == to && !q.is_empty()).map(|((f, _), _)| *f).collect();
+            let from = if i == 0 {
+                from
+            } else if inbound.is_empty() {
+                break;
+            } else {
+                inbound[self.rng.random_range(0..inbound.len())]
+            };
+            let frame = self.links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
+            if self.cut.is_some_and(|c| (from == c) != (to == c)) {
+                continue;
+            }
+            if let Some(core) = self.nodes.get_mut(&to) {
+                let LinkFrame::Chat(frame) = link::decode(&frame).unwrap() else { panic!("not a chat frame") };
+                core.on_frame_in_batch(from, frame, self.now);
+            }
         }
         if let Some(core) = self.nodes.get_mut(&to) {
-            let LinkFrame::Chat(frame) = link::decode(&frame).unwrap() else { panic!("not a chat frame") };
-            core.on_frame(from, frame, self.now);
+            core.end_batch(self.now);
         }
         true
     }
