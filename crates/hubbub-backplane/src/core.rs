@@ -260,9 +260,10 @@ pub struct Core {
     pub(crate) loopback: VecDeque<ChatFrame>,
     /// Frames from peers this node's ring does not know yet, with arrival time.
     pub(crate) parked: Vec<(NodeId, ChatFrame, u64)>,
-    /// Entries sequenced in this step and not yet sent to the replicas: one
-    /// `Replicate` per room per step carries them all (see `run_loopback`).
-    pub(crate) unreplicated: BTreeMap<String, Vec<hubbub_proto::chat::Entry>>,
+    /// Entries sequenced in this step and not yet sent to the replicas, with
+    /// the term they were sequenced under: one `Replicate` per room per step
+    /// carries them all (see `run_loopback`).
+    pub(crate) unreplicated: BTreeMap<String, (u64, Vec<hubbub_proto::chat::Entry>)>,
 }
 
 pub(crate) fn text(msg: &ServerMsg) -> Text {
@@ -426,8 +427,13 @@ impl Core {
             if self.unreplicated.is_empty() {
                 return;
             }
-            for (room, entries) in std::mem::take(&mut self.unreplicated) {
-                self.replicate(&room, entries, now);
+            for (room, (term, entries)) in std::mem::take(&mut self.unreplicated) {
+                // A room whose state was replaced in this step (a newer term
+                // installed, or handed off) no longer owns these entries:
+                // they must not reach a replica under another term.
+                if self.held.get(&room).is_some_and(|h| h.term == term) {
+                    self.replicate(&room, entries, now);
+                }
             }
         }
     }

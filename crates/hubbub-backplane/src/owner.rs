@@ -240,9 +240,14 @@ impl Core {
                 let entry = Entry { seq, from: sender, id, body, ts: now };
                 held.append(entry.clone(), &limits, now);
                 held.awaiting.push_back(pending(seq));
+                let term = held.term;
                 // Sent to the replicas when this step ends (`run_loopback`),
                 // with whatever else this step sequences in the room.
-                self.unreplicated.entry(room).or_default().push(entry);
+                let queued = self.unreplicated.entry(room).or_insert_with(|| (term, Vec::new()));
+                if queued.0 != term {
+                    *queued = (term, Vec::new());
+                }
+                queued.1.push(entry);
             }
             Route::Forward(to) => {
                 if hops >= MAX_HOPS {

@@ -555,3 +555,51 @@ fn a_takeover_from_a_shorter_copy_yields_to_the_claimers_longer_one() {
     let held = &core.held["r0"];
     assert_eq!((held.term, held.next_seq), (2, 36), "the longer copy wins");
 }
+
+/// An entry sequenced in a batch under one term never reaches a replica
+/// under another: a newer term installed later in the same batch replaces
+/// the room, and the batch's replication leaves the old entry out.
+#[test]
+fn a_batch_never_replicates_an_entry_under_a_newer_term() {
+    use hubbub_proto::chat::{ChatFrame, RoomState};
+    use hubbub_ring::room_key;
+    let ids: Vec<NodeId> = ["a", "b", "c"].iter().map(|n| NodeId::from_name(n)).collect();
+    let ring = Ring::new(ids.iter().copied());
+    let order = ring.preference_order(&room_key("r0"));
+    let (me, peer) = (order[0], order[1]);
+    let wire: Wire = Default::default();
+    let mut core = Core::new(me, CoreLimits::default(), Box::new(SimPeers { me, wire: wire.clone() }));
+    core.on_view(ring, [], 0);
+    let state = |next_seq: u64, term: u64| RoomState {
+        next_seq,
+        nodes: vec![],
+        history: vec![],
+        released: next_seq - 1,
+        pending: vec![],
+        term,
+    };
+    core.on_frame(peer, ChatFrame::Handoff { room: "r0".into(), state: state(5, 1) }, 1);
+    wire.lock().unwrap().clear();
+    let publish = ChatFrame::Publish {
+        req: 1,
+        origin: peer,
+        room: "r0".into(),
+        from: "u".into(),
+        id: "stale".into(),
+        body: "b".into(),
+        hops: 0,
+    };
+    core.on_frame_in_batch(peer, publish, 2);
+    core.on_frame_in_batch(peer, ChatFrame::Handoff { room: "r0".into(), state: state(9, 2) }, 2);
+    core.end_batch(2);
+    assert_eq!(core.held["r0"].term, 2);
+    for (_, _, bytes) in wire.lock().unwrap().iter() {
+        let LinkFrame::Chat(frame) = link::decode(bytes).unwrap() else { continue };
+        if let ChatFrame::Replicate { term, entries, .. } = frame {
+            assert!(
+                entries.iter().all(|e| e.id != "stale") || term == 1,
+                "the term-1 entry went out under term {term}"
+            );
+        }
+    }
+}
