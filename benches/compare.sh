@@ -164,29 +164,38 @@ log "NATS cluster up: ${NATS_URLS[*]} (pids ${NATS_PIDS[*]})"
 # ---- Hubbub cluster ----------------------------------------------------------
 HB_PIDS=()
 HB_URLS=()
-HUBBUB_CLUSTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-SCALE_KEY=$HUBBUB_CLUSTER_KEY
-export HUBBUB_CLUSTER_KEY
-for i in 1 2 3; do
-    p=$((HB_BASE + 10 * (i - 1)))
-    seeds=()
+# A cluster key per run, handed to each node's environment only.
+CLUSTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+# start_hubbub I: starts node nI (seeded from n1 unless it is n1); its pid
+# goes to PIDS (stopped on exit) and HB_LAST_PID, its URL to HB_LAST_URL.
+start_hubbub() {
+    local i=$1 p=$((HB_BASE + 10 * ($1 - 1))) seeds=()
     [[ $i -gt 1 ]] && seeds=(--seeds "127.0.0.1:$((HB_BASE + 1))")
-    env -u HUBBUB_CONFIG RUST_LOG="${RUST_LOG:-warn}" "$HUBBUB" node --name "n$i" \
+    env -u HUBBUB_CONFIG HUBBUB_CLUSTER_KEY="$CLUSTER_KEY" RUST_LOG="${RUST_LOG:-warn}" "$HUBBUB" node --name "n$i" \
         --listen "127.0.0.1:$p" --gossip "127.0.0.1:$((p + 1))" --state-gossip "127.0.0.1:$((p + 2))" \
         "${seeds[@]}" >"$OUT/hubbub$i.log" 2>&1 &
-    PIDS+=($!); HB_PIDS+=($!)
-    HB_URLS+=("ws://127.0.0.1:$p/ws")
-done
-unset HUBBUB_CLUSTER_KEY
-for i in 1 2 3; do
-    http="http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))"
+    HB_LAST_PID=$!
+    HB_LAST_URL="ws://127.0.0.1:$p/ws"
+    PIDS+=($!)
+}
+
+# wait_ring I N: node nI is ready and sees an N-member ring (20 s at most).
+wait_ring() {
+    local i=$1 n=$2 http="http://127.0.0.1:$((HB_BASE + 10 * ($1 - 1)))"
     wait_http "$http/healthz/ready" 30
     for _ in $(seq 200); do
-        [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 3 ]] && break
+        [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq $n ]] && return 0
         sleep 0.1
     done
-    [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 3 ]] || { log "Hubbub node $i sees no 3-node ring"; exit 1; }
+    log "Hubbub node $i sees no $n-node ring"; exit 1
+}
+
+for i in 1 2 3; do
+    start_hubbub "$i"
+    HB_PIDS+=("$HB_LAST_PID"); HB_URLS+=("$HB_LAST_URL")
 done
+for i in 1 2 3; do wait_ring "$i" 3; done
 log "Hubbub cluster up: ${HB_URLS[*]} (pids ${HB_PIDS[*]})"
 
 join() { local IFS=,; echo "$*"; }
@@ -241,26 +250,11 @@ scale() {
     "$LOADGEN" --target hubbub --urls "$urls" --server-pids "$pids" --label "$label-3" \
         --room-prefix "$label-3" "$@" >"$OUT/$label-3.hubbub.txt"
     local extra=() i p
-    HUBBUB_CLUSTER_KEY=$SCALE_KEY
-    export HUBBUB_CLUSTER_KEY
     for i in 4 5; do
-        p=$((HB_BASE + 10 * (i - 1)))
-        env -u HUBBUB_CONFIG RUST_LOG="${RUST_LOG:-warn}" "$HUBBUB" node --name "n$i" \
-            --listen "127.0.0.1:$p" --gossip "127.0.0.1:$((p + 1))" --state-gossip "127.0.0.1:$((p + 2))" \
-            --seeds "127.0.0.1:$((HB_BASE + 1))" >"$OUT/hubbub$i.log" 2>&1 &
-        PIDS+=($!); extra+=($!)
-        urls+=",ws://127.0.0.1:$p/ws"; pids+=",$!"
+        start_hubbub "$i"
+        extra+=("$HB_LAST_PID"); urls+=",$HB_LAST_URL"; pids+=",$HB_LAST_PID"
     done
-    unset HUBBUB_CLUSTER_KEY
-    for i in 1 2 3 4 5; do
-        local http="http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))"
-        wait_http "$http/healthz/ready" 30
-        for _ in $(seq 200); do
-            [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 5 ]] && break
-            sleep 0.1
-        done
-        [[ $(curl -fs "$http/debug/ring" | jq '.members | length') -eq 5 ]] || { log "Hubbub node $i sees no 5-node ring"; exit 1; }
-    done
+    for i in 1 2 3 4 5; do wait_ring "$i" 5; done
     log "$label-5: hubbub (2 more nodes: pids ${extra[*]})"
     "$LOADGEN" --target hubbub --urls "$urls" --server-pids "$pids" --label "$label-5" \
         --room-prefix "$label-5" "$@" >"$OUT/$label-5.hubbub.txt"

@@ -203,6 +203,11 @@ impl Sim {
         }
     }
 
+    /// The (first) node holding `room`, other than `except`.
+    fn holder_of(&self, room: &str, except: Option<NodeId>) -> NodeId {
+        *self.nodes.iter().find(|(id, c)| Some(**id) != except && c.held.contains_key(room)).map(|(id, _)| id).unwrap()
+    }
+
     fn publish(&mut self) {
         let live: Vec<_> = self.conns.iter().filter(|(n, _, _)| !self.crashed.contains(n)).cloned().collect();
         let (node, conn, _) = live[self.rng.random_range(0..live.len())].clone();
@@ -390,7 +395,7 @@ fn a_crashed_holder_loses_nothing_acked() {
         sim.connect_all();
         sim.traffic(200);
         // Crash the holder of r0 mid-traffic: frames in flight are lost.
-        let victim = *sim.nodes.iter().find(|(_, c)| c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        let victim = sim.holder_of("r0", None);
         sim.crash(victim);
         sim.traffic(20);
         let shrunk = Ring::new(sim.nodes.keys().copied());
@@ -412,7 +417,7 @@ fn two_crashes_one_after_the_other_lose_nothing_acked() {
         // The holder of r0 dies; no message follows, so only the ring change
         // can make its replica take the room over (and copy it again).
         for _ in 0..2 {
-            let victim = *sim.nodes.iter().find(|(_, c)| c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+            let victim = sim.holder_of("r0", None);
             sim.crash(victim);
             let shrunk = Ring::new(sim.nodes.keys().copied());
             sim.quiet_view(&shrunk);
@@ -433,7 +438,7 @@ fn a_holder_restarted_before_anyone_noticed_gets_its_rooms_back() {
         sim.settle();
         // The holder of r0 dies and comes back empty with the same id before
         // the others' rings drop it: they only see a new incarnation.
-        let victim = *sim.nodes.iter().find(|(_, c)| c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        let victim = sim.holder_of("r0", None);
         sim.crash(victim);
         sim.crashed.retain(|n| *n != victim);
         sim.conns.retain(|(n, _, _)| *n != victim);
@@ -454,7 +459,7 @@ fn a_holder_cut_off_in_a_minority_never_publishes_its_unacked_seqs() {
         sim.settle();
         // The holder of r0 is cut off. Before it notices, its own clients
         // publish to r0: sequenced, never replicated, never acked.
-        let victim = *sim.nodes.iter().find(|(_, c)| c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        let victim = sim.holder_of("r0", None);
         let (_, conn, _) = sim.conns.iter().find(|(n, _, _)| *n == victim).cloned().unwrap();
         sim.cut = Some(victim);
         for _ in 0..5 {
@@ -480,8 +485,7 @@ fn a_holder_cut_off_in_a_minority_never_publishes_its_unacked_seqs() {
         // The heal. The victim regains its majority before it sees every
         // member again: the new holder of r0 is still missing from its ring.
         sim.cut = None;
-        let holder =
-            *sim.nodes.iter().find(|(id, c)| **id != victim && c.held.contains_key("r0")).map(|(id, _)| id).unwrap();
+        let holder = sim.holder_of("r0", Some(victim));
         let partial = Ring::new(sim.nodes.keys().copied().filter(|n| *n != holder));
         let now = sim.now;
         let core = sim.nodes.get_mut(&victim).unwrap();
