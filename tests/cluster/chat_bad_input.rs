@@ -122,8 +122,13 @@ fn bad_frames_get_their_error_code() {
             ),
             (
                 "a second hello",
-                serde_json::to_string(&ClientMsg::Hello { user: "ann".into(), token: None, session: None })
-                    .expect("json"),
+                serde_json::to_string(&ClientMsg::Hello {
+                    user: "ann".into(),
+                    token: None,
+                    session: None,
+                    batch: false,
+                })
+                .expect("json"),
                 ErrorCode::AlreadyHello,
                 None,
             ),

@@ -10,6 +10,7 @@
 
 mod bad_config;
 mod chat_bad_input;
+mod chat_batch;
 mod chat_ring_change;
 mod chat_routing;
 mod chat_util;

@@ -114,6 +114,10 @@ struct Args {
     /// Worker threads (default: the number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
+    /// Hubbub: one message per frame (`hello` without `batch`), as a client
+    /// that does not read batched frames gets them.
+    #[arg(long)]
+    single_frames: bool,
     /// Print the reports in these JSON files side by side, then exit.
     #[arg(long, num_args = 1.., value_name = "JSON")]
     compare: Vec<PathBuf>,
@@ -166,6 +170,8 @@ struct Run {
     first_error: std::sync::Mutex<Option<String>>,
     /// First source address's last octet, and how many there are.
     sources: (u8, u64),
+    /// Hubbub: ask for batched frames (`hello.batch`).
+    batch: bool,
     /// Set when the steady window ends: publishers stop, readers go on.
     publishing_stopped: std::sync::atomic::AtomicBool,
 }
@@ -198,7 +204,7 @@ impl Run {
         let _permit = self.connect_gate.acquire().await.map_err(|_| "closed".to_owned())?;
         let mut ws = wire::open(ep, src, self.timeout).await?;
         let mut dec = Decoder::new(self.target);
-        wire::setup(&mut ws, &mut dec, self.target, user, rooms, self.timeout).await?;
+        wire::setup(&mut ws, &mut dec, self.target, user, rooms, self.batch, self.timeout).await?;
         Ok((ws, dec))
     }
 
@@ -486,6 +492,7 @@ async fn run(args: Args) -> Result<(), String> {
         first_error: std::sync::Mutex::new(None),
         publishing_stopped: std::sync::atomic::AtomicBool::new(false),
         sources: (args.first_source_ip, ips),
+        batch: !args.single_frames,
     });
 
     let idle_before = sample_servers(&args.server_pids)?;
@@ -552,6 +559,7 @@ async fn run(args: Args) -> Result<(), String> {
         subscribers_per_room: args.subscribers,
         publishers,
         payload_bytes: args.payload as u64,
+        batched_frames: args.target == Target::Hubbub && !args.single_frames,
         offered_rate: args.rate,
         window: if args.rate == 0 { args.window } else { 0 },
         setup_s,

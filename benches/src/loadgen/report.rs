@@ -46,6 +46,9 @@ pub(crate) struct Report {
     pub(crate) subscribers_per_room: u64,
     pub(crate) publishers: u64,
     pub(crate) payload_bytes: u64,
+    /// Hubbub: the connections asked for batched frames (`hello.batch`).
+    #[serde(default)]
+    pub(crate) batched_frames: bool,
     /// Offered publishes/s (0: open loop with `window` in flight per publisher).
     pub(crate) offered_rate: u64,
     pub(crate) window: u64,
@@ -94,8 +97,9 @@ impl Report {
         } else {
             format!("open loop, window {} per publisher", self.window)
         };
+        let frames = if self.batched_frames { ", batched frames" } else { "" };
         println!(
-            "connections {} ({} rooms x {} subscribers + {} publishers), {} B bodies, {mode}",
+            "connections {} ({} rooms x {} subscribers + {} publishers), {} B bodies, {mode}{frames}",
             self.connections, self.rooms, self.subscribers_per_room, self.publishers, self.payload_bytes
         );
         println!("setup {:.1} s, steady window {:.1} s", self.setup_s, self.duration_s);

@@ -134,7 +134,8 @@ impl Decoder {
     /// Feeds one data message; calls `f` for every complete event in it.
     pub(crate) fn feed(&mut self, data: &[u8], f: &mut impl FnMut(Event<'_>)) {
         match self {
-            Decoder::Hubbub => f(hubbub_event(data)),
+            // One message per line when the connection asked for batches.
+            Decoder::Hubbub => data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).for_each(|l| f(hubbub_event(l))),
             Decoder::Nats(buf) => {
                 buf.extend_from_slice(data);
                 let used = nats_events(buf, f);
@@ -262,12 +263,13 @@ pub(crate) async fn setup(
     target: Target,
     user: &str,
     rooms: &[String],
+    batch: bool,
     timeout: Duration,
 ) -> Result<(), String> {
     let w = |e: tokio_tungstenite::tungstenite::Error| format!("write: {e}");
     match target {
         Target::Hubbub => {
-            let hello = ClientMsg::Hello { user: user.to_owned(), token: None, session: None };
+            let hello = ClientMsg::Hello { user: user.to_owned(), token: None, session: None, batch };
             ws.send(json(&hello)).await.map_err(w)?;
             wait_for(ws, dec, timeout, 1, |e| matches!(e, Event::Ready)).await?;
             for room in rooms {
@@ -376,6 +378,27 @@ mod tests {
             }
         });
         assert_eq!(bodies, [b"r1p0q2t3.".to_vec()]);
+    }
+
+    #[test]
+    fn a_batched_hubbub_frame_is_one_event_per_line() {
+        let frame = concat!(
+            r#"{"type":"message","kind":"room","room":"b-1","seq":3,"from":"p0","body":"ab","id":"2","ts":1}"#,
+            "\n",
+            r#"{"type":"ack","id":"7.123","seq":4}"#,
+            "\n",
+            r#"{"type":"message","kind":"room","room":"b-1","seq":4,"from":"p0","body":"c","id":"3","ts":1}"#,
+        );
+        let mut dec = Decoder::new(Target::Hubbub);
+        let mut seen = Vec::new();
+        dec.feed(frame.as_bytes(), &mut |ev| {
+            seen.push(match ev {
+                Event::Delivery(b) => String::from_utf8_lossy(b).into_owned(),
+                Event::Ack(t) => format!("ack {t:?}"),
+                _ => "other".into(),
+            })
+        });
+        assert_eq!(seen, ["ab", "ack Some(123)", "c"]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! [`Connection::join`], …) wait for their answer and keep every other frame
 //! that arrives meanwhile, in order, for [`Connection::next_event`]. For
 //! concurrent sending and receiving (bots, load generators) split it with
-//! [`Connection::split`].
+//! [`Connection::split`]. Frames that carry several messages (a `hello`
+//! with `batch: true`, sent with [`Connection::send`]) are read one message
+//! at a time like any other.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hubbub_client::ClientError> {
@@ -83,7 +85,10 @@ fn config() -> WebSocketConfig {
 /// One WebSocket connection to a node.
 pub struct Connection {
     ws: Ws,
+    /// Events read while waiting for another one ([`Connection::wait_for`]).
     backlog: VecDeque<Event>,
+    /// The rest of a batched frame, not read yet.
+    unread: VecDeque<ServerMsg>,
     closed: Option<(u16, String)>,
     timeout: Duration,
 }
@@ -92,7 +97,7 @@ impl Connection {
     /// Opens a WebSocket to `url` (`ws://host:port/ws`). Sends nothing yet.
     pub async fn connect(url: &str) -> Result<Connection, ClientError> {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config()), true).await?;
-        Ok(Connection { ws, backlog: VecDeque::new(), closed: None, timeout: DEFAULT_TIMEOUT })
+        Ok(Connection { ws, backlog: VecDeque::new(), unread: VecDeque::new(), closed: None, timeout: DEFAULT_TIMEOUT })
     }
 
     /// Connects and says `hello` as `user`.
@@ -142,7 +147,7 @@ impl Connection {
         if let Some((code, reason)) = &self.closed {
             return Ok(Event::Closed { code: *code, reason: reason.clone() });
         }
-        let event = read_event(&mut self.ws).await?;
+        let event = read_event(&mut self.ws, &mut self.unread).await?;
         if let Event::Closed { code, reason } = &event {
             self.closed = Some((*code, reason.clone()));
         }
@@ -174,9 +179,9 @@ impl Connection {
 
     /// Says `hello` and waits for `welcome`.
     pub async fn hello(&mut self, user: &str) -> Result<Welcome, ClientError> {
-        self.send(&ClientMsg::Hello { user: user.to_owned(), token: None, session: None }).await?;
+        self.send(&ClientMsg::Hello { user: user.to_owned(), token: None, session: None, batch: false }).await?;
         self.wait_for(|m| match m {
-            ServerMsg::Welcome { session, user, node, nodes, protocol, max_body } => Some(Ok(Welcome {
+            ServerMsg::Welcome { session, user, node, nodes, protocol, max_body, .. } => Some(Ok(Welcome {
                 session: session.clone(),
                 user: user.clone(),
                 node: node.clone(),
@@ -264,7 +269,7 @@ impl Connection {
     /// Kept events are returned first by the receiver.
     pub fn split(self) -> (Sender, Receiver) {
         let (sink, stream) = self.ws.split();
-        (Sender { sink }, Receiver { stream, backlog: self.backlog, closed: self.closed })
+        (Sender { sink }, Receiver { stream, backlog: self.backlog, unread: self.unread, closed: self.closed })
     }
 }
 
@@ -292,6 +297,7 @@ impl Sender {
 pub struct Receiver {
     stream: SplitStream<Ws>,
     backlog: VecDeque<Event>,
+    unread: VecDeque<ServerMsg>,
     closed: Option<(u16, String)>,
 }
 
@@ -304,7 +310,7 @@ impl Receiver {
         if let Some((code, reason)) = &self.closed {
             return Ok(Event::Closed { code: *code, reason: reason.clone() });
         }
-        let event = read_event(&mut self.stream).await?;
+        let event = read_event(&mut self.stream, &mut self.unread).await?;
         if let Event::Closed { code, reason } = &event {
             self.closed = Some((*code, reason.clone()));
         }
@@ -318,17 +324,29 @@ async fn send_msg(ws: &mut Ws, msg: &ClientMsg) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn read_event<S>(stream: &mut S) -> Result<Event, ClientError>
+/// The next message: the rest of the last frame first (`unread`: a frame
+/// can carry several messages, one per line, when the connection asked for
+/// batches), then from the socket.
+async fn read_event<S>(stream: &mut S, unread: &mut VecDeque<ServerMsg>) -> Result<Event, ClientError>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     use tokio_tungstenite::tungstenite::Error as WsError;
+    if let Some(msg) = unread.pop_front() {
+        return Ok(Event::Msg(msg));
+    }
     loop {
         match stream.next().await {
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str::<ServerMsg>(&text)
-                    .map(Event::Msg)
-                    .map_err(|e| ClientError::BadFrame(format!("{e}: {text}")));
+                for line in hubbub_proto::client::split_batch(&text) {
+                    let msg = serde_json::from_str::<ServerMsg>(line)
+                        .map_err(|e| ClientError::BadFrame(format!("{e}: {line}")))?;
+                    unread.push_back(msg);
+                }
+                match unread.pop_front() {
+                    Some(msg) => return Ok(Event::Msg(msg)),
+                    None => return Err(ClientError::BadFrame("an empty text frame".to_owned())),
+                }
             }
             Some(Ok(Message::Close(frame))) => {
                 let (code, reason) =

@@ -273,7 +273,7 @@ impl Core {
 
     /// The `hello` for a new connection: with the session once there is one.
     pub fn hello(&self) -> ClientMsg {
-        ClientMsg::Hello { user: self.user.clone(), token: None, session: self.session.clone() }
+        ClientMsg::Hello { user: self.user.clone(), token: None, session: self.session.clone(), batch: false }
     }
 
     /// A connection said `welcome`: keeps the first session and the latest
@@ -1001,7 +1001,7 @@ mod tests {
     #[test]
     fn resume_keeps_the_session_rejoins_since_the_last_seq_then_resends_with_the_same_ids() {
         let mut c = core();
-        assert_eq!(c.hello(), ClientMsg::Hello { user: "ann".into(), token: None, session: None });
+        assert_eq!(c.hello(), ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: false });
         c.on_welcome("s1", &["ws://a".into()]);
         c.want_room("r");
         c.want_room("q");
@@ -1016,7 +1016,10 @@ mod tests {
 
         // A new connection: the same session, joins with `since`, and the
         // unacked broadcast only once every room is joined.
-        assert_eq!(c.hello(), ClientMsg::Hello { user: "ann".into(), token: None, session: Some("s1".into()) });
+        assert_eq!(
+            c.hello(),
+            ClientMsg::Hello { user: "ann".into(), token: None, session: Some("s1".into()), batch: false }
+        );
         let joins = c.on_welcome("s2", &["ws://b".into()]);
         assert_eq!(c.session(), Some("s1"));
         assert_eq!(c.nodes(), ["ws://b"]);
@@ -1126,6 +1129,7 @@ mod tests {
                 nodes: vec![me],
                 protocol: 1,
                 max_body: 1024,
+                batch: false,
             };
             ws.send(tokio_tungstenite::tungstenite::Message::text(serde_json::to_string(&welcome).unwrap()))
                 .await
@@ -1141,7 +1145,10 @@ mod tests {
         let opts =
             ResilientOpts { give_up_after: Some(Duration::from_millis(300)), seed: Some(3), ..Default::default() };
         let mut client = ResilientClient::connect(vec![url.clone()], "ann", opts).await.unwrap();
-        assert_eq!(node.await.unwrap(), ClientMsg::Hello { user: "ann".into(), token: None, session: None });
+        assert_eq!(
+            node.await.unwrap(),
+            ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: false }
+        );
         assert_eq!(client.session(), Some("s1"));
         assert_eq!(client.url(), Some(url.as_str()));
         // The node is gone: attempts fail until the give-up deadline.

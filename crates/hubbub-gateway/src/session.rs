@@ -5,7 +5,9 @@
 //! receives goes through that queue ([`ConnQueue`]), in order: answers,
 //! errors and deliveries. The queue is bounded in bytes; the backplane never
 //! waits on it, so a client that stops reading is closed (4008) instead of
-//! slowing a room.
+//! slowing a room. The writer takes what is queued in one go and flushes
+//! once; for a client that asked for batches (`hello.batch`) it also joins
+//! those messages into one frame, one per line.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +30,11 @@ use crate::{AppError, Gateway};
 
 /// How long a close frame may take to reach a client that is not reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Frames written before one flush.
+/// Messages written before one flush.
 const WRITE_BATCH: usize = 64;
+/// A batched frame takes no more messages once it holds this many bytes
+/// (so it is at most this plus one message).
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// Client-session settings.
 #[derive(Clone, Debug)]
@@ -174,13 +179,22 @@ async fn close(ws: &mut ServerWs, code: CloseCode) {
     .await;
 }
 
+/// What a client said in its `hello`.
+struct Hello {
+    user: String,
+    /// A session to resume.
+    session: Option<String>,
+    /// The client reads several messages per frame.
+    batch: bool,
+}
+
 /// Reads until a valid `hello`; answers everything else with an error.
 /// `None`: the connection ended (closed, or closed by us).
-async fn hello(ws: &mut ServerWs, gw: &Gateway) -> Option<(String, Option<String>)> {
+async fn hello(ws: &mut ServerWs, gw: &Gateway) -> Option<Hello> {
     loop {
         let refusal = match ws.next().await? {
             Ok(Message::Text(text)) => match client::parse(&text, &gw.chat.limits) {
-                Ok(ClientMsg::Hello { user, session, .. }) => return Some((user, session)),
+                Ok(ClientMsg::Hello { user, session, batch, .. }) => return Some(Hello { user, session, batch }),
                 Ok(_) => client::Refusal::new(ErrorCode::HelloRequired, "say hello first"),
                 Err(refusal) => refusal,
             },
@@ -213,14 +227,15 @@ enum End {
 }
 
 async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
-    let (user, resume) = match tokio::time::timeout(gw.chat.hello_timeout, hello(&mut ws, &gw)).await {
-        Ok(Some(hello)) => hello,
-        Ok(None) => return,
-        Err(_) => {
-            close(&mut ws, CloseCode::HelloTimeout).await;
-            return;
-        }
-    };
+    let Hello { user, session: resume, batch } =
+        match tokio::time::timeout(gw.chat.hello_timeout, hello(&mut ws, &gw)).await {
+            Ok(Some(hello)) => hello,
+            Ok(None) => return,
+            Err(_) => {
+                close(&mut ws, CloseCode::HelloTimeout).await;
+                return;
+            }
+        };
     let conn: ConnId = gw.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let queue = Arc::new(ConnQueue {
@@ -233,7 +248,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
     // A session named in `hello` is resumed: the same id, which the room
     // owners' de-duplication of retried sends is keyed on with the user.
     let session = resume.filter(|s| valid_session(s)).unwrap_or_else(session_id);
-    let welcome = welcome(&gw, &user, session);
+    let welcome = welcome(&gw, &user, session, batch);
     queue.push(welcome);
     gw.backplane.core().connect(conn, &user, queue.clone(), now_ms());
     debug!(conn, user, "client connected");
@@ -249,7 +264,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
                     biased;
                     _ = queue.wake.notified() => break End::Close(closing_code(&queue)),
                     _ = gw.clients_stop.cancelled() => break End::Close(CloseCode::GoingAway),
-                    written = write_batch(&mut ws, text, &mut rx, &queue) => if !written { break End::Gone },
+                    written = write_batch(&mut ws, text, &mut rx, &queue, batch) => if !written { break End::Gone },
                 }
             }
             frame = ws.next() => match frame {
@@ -285,7 +300,7 @@ fn valid_session(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn welcome(gw: &Gateway, user: &str, session: String) -> Text {
+fn welcome(gw: &Gateway, user: &str, session: String, batch: bool) -> Text {
     let view = gw.cluster.view().borrow().clone();
     // This node first, then the other alive, non-draining nodes.
     let mut nodes: Vec<String> = Vec::new();
@@ -306,6 +321,7 @@ fn welcome(gw: &Gateway, user: &str, session: String) -> Text {
         nodes,
         protocol: PROTOCOL_VERSION,
         max_body: gw.chat.limits.max_body,
+        batch,
     };
     Text::from(serde_json::to_string(&msg).expect("serializable"))
 }
@@ -335,26 +351,101 @@ fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, text: &str) {
     }
 }
 
-/// Writes `first` and what else is queued, then flushes. `false`: the
-/// connection is gone.
+/// Writes `first` and what else is queued, then flushes: one frame per
+/// message, or one frame for all of them when the client asked for batches.
+/// `false`: the connection is gone.
 async fn write_batch(
     ws: &mut ServerWs,
     first: Text,
     rx: &mut mpsc::UnboundedReceiver<Text>,
     queue: &ConnQueue,
+    batch: bool,
 ) -> bool {
     let mut sent = first.len();
-    if ws.feed(Message::Text(first)).await.is_err() {
-        return false;
-    }
-    for _ in 1..WRITE_BATCH {
-        let Ok(text) = rx.try_recv() else { break };
-        sent += text.len();
-        if ws.feed(Message::Text(text)).await.is_err() {
+    if batch {
+        let (frame, bytes) = join_batch(first, rx);
+        sent = bytes;
+        if ws.feed(Message::Text(frame)).await.is_err() {
             return false;
+        }
+    } else {
+        if ws.feed(Message::Text(first)).await.is_err() {
+            return false;
+        }
+        for _ in 1..WRITE_BATCH {
+            let Ok(text) = rx.try_recv() else { break };
+            sent += text.len();
+            if ws.feed(Message::Text(text)).await.is_err() {
+                return false;
+            }
         }
     }
     let ok = ws.flush().await.is_ok();
     queue.queued.fetch_sub(sent, Ordering::Relaxed);
     ok
+}
+
+/// `first` and what else is queued (up to [`WRITE_BATCH`] messages, and
+/// [`BATCH_BYTES`] plus one message) as one frame of lines, and the bytes
+/// taken from the queue. A lone message is sent as it is, without a copy.
+fn join_batch(first: Text, rx: &mut mpsc::UnboundedReceiver<Text>) -> (Text, usize) {
+    let mut taken = first.len();
+    let mut joined: Option<String> = None;
+    for _ in 1..WRITE_BATCH {
+        if taken >= BATCH_BYTES {
+            break;
+        }
+        let Ok(text) = rx.try_recv() else { break };
+        taken += text.len();
+        let frame = joined.get_or_insert_with(|| {
+            let mut frame = String::with_capacity((first.len() + 1) * 8);
+            frame.push_str(first.as_str());
+            frame
+        });
+        frame.push(client::BATCH_SEPARATOR);
+        frame.push_str(text.as_str());
+    }
+    (joined.map_or(first, Text::from), taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(texts: &[&str]) -> mpsc::UnboundedReceiver<Text> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for t in texts {
+            tx.send(Text::from(t.to_string())).unwrap();
+        }
+        rx
+    }
+
+    #[test]
+    fn a_batch_joins_what_is_queued_one_message_per_line() {
+        let mut rx = queue(&[r#"{"b":2}"#, r#"{"c":3}"#]);
+        let (frame, taken) = join_batch(Text::from(r#"{"a":1}"#), &mut rx);
+        assert_eq!(frame.as_str(), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
+        assert_eq!(taken, 21, "bytes of the three messages, without separators");
+        assert!(rx.try_recv().is_err());
+
+        let mut empty = queue(&[]);
+        let (frame, taken) = join_batch(Text::from("{}"), &mut empty);
+        assert_eq!((frame.as_str(), taken), ("{}", 2));
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_messages_and_bytes() {
+        let many: Vec<String> = (0..WRITE_BATCH + 10).map(|i| format!("{{\"i\":{i}}}")).collect();
+        let mut rx = queue(&many.iter().map(String::as_str).collect::<Vec<_>>());
+        let (frame, _) = join_batch(Text::from("{}"), &mut rx);
+        assert_eq!(client::split_batch(frame.as_str()).count(), WRITE_BATCH);
+        assert_eq!(rx.len(), 10 + 1, "the rest waits for the next frame");
+
+        let big = "x".repeat(BATCH_BYTES / 2);
+        let mut rx = queue(&[&big, &big, &big]);
+        let (frame, taken) = join_batch(Text::from(big.clone()), &mut rx);
+        assert_eq!(client::split_batch(frame.as_str()).count(), 2, "stops once {BATCH_BYTES} bytes are taken");
+        assert_eq!(taken, BATCH_BYTES);
+        assert_eq!(rx.len(), 2);
+    }
 }

@@ -1,7 +1,9 @@
 //! The client protocol: JSON text frames over WebSocket at `GET /ws`.
 //!
 //! Every frame is one JSON object whose `type` field names the message
-//! ([`ClientMsg`] from clients, [`ServerMsg`] from nodes). docs/protocol.md is
+//! ([`ClientMsg`] from clients, [`ServerMsg`] from nodes), except that a
+//! client that says `hello` with `batch: true` may receive several server
+//! messages in one frame, one per line ([`BATCH_SEPARATOR`], [`split_batch`]). docs/protocol.md is
 //! the user-facing description; this module is its source of truth: names,
 //! limits ([`Limits`]), error codes ([`ErrorCode`]) and close codes
 //! ([`CloseCode`]).
@@ -14,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks, sent in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Separates the messages of one frame for a client that asked for batches
+/// (`hello.batch`). Compact JSON never contains a raw newline (strings escape
+/// it), so a line is always exactly one message.
+pub const BATCH_SEPARATOR: char = '\n';
 /// Longest room name, in bytes.
 pub const MAX_ROOM_LEN: usize = 64;
 /// Longest user name, in bytes.
@@ -32,6 +38,11 @@ pub enum ClientMsg {
         token: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
+        /// The client reads frames that carry several messages, one per
+        /// line: a node under load then writes one frame per batch instead of
+        /// one per message.
+        #[serde(default, skip_serializing_if = "is_false")]
+        batch: bool,
     },
     /// Subscribe to a room.
     Join {
@@ -81,6 +92,10 @@ pub enum ServerMsg {
         protocol: u32,
         /// Largest accepted `body`, in bytes.
         max_body: usize,
+        /// Frames to this connection may carry several messages (the client
+        /// asked with `hello.batch`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        batch: bool,
     },
     /// Answer to `join`: messages after `seq` will follow. With `since`,
     /// the kept messages in `(since, seq]` follow first; `truncated` says
@@ -365,6 +380,12 @@ fn msg_id(msg: &ClientMsg) -> Option<&str> {
     }
 }
 
+/// The messages of one server frame: the frame itself, or its lines when
+/// the connection asked for batches. Empty lines are skipped.
+pub fn split_batch(frame: &str) -> impl Iterator<Item = &str> {
+    frame.split(BATCH_SEPARATOR).filter(|line| !line.is_empty())
+}
+
 /// Parses and validates one text frame.
 pub fn parse(text: &str, limits: &Limits) -> Result<ClientMsg, Refusal> {
     match serde_json::from_str::<ClientMsg>(text) {
@@ -413,11 +434,30 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_splits_into_its_messages() {
+        let msgs = [
+            ServerMsg::Left { room: "a\nb".into() },
+            ServerMsg::Pong { id: Some("line\nbreak".into()) },
+            ServerMsg::Left { room: "c".into() },
+        ];
+        let lines: Vec<String> = msgs.iter().map(|m| serde_json::to_string(m).unwrap()).collect();
+        assert!(lines.iter().all(|l| !l.contains(BATCH_SEPARATOR)), "compact JSON escapes newlines");
+        let frame = lines.join("\n");
+        let back: Vec<ServerMsg> = split_batch(&frame).map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(back, msgs);
+        assert_eq!(split_batch(&lines[0]).count(), 1);
+    }
+
+    #[test]
     fn parses_every_message() {
         let l = Limits::default();
         assert_eq!(
             parse(r#"{"type":"hello","user":"ann"}"#, &l).unwrap(),
-            ClientMsg::Hello { user: "ann".into(), token: None, session: None }
+            ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: false }
+        );
+        assert_eq!(
+            parse(r#"{"type":"hello","user":"ann","batch":true}"#, &l).unwrap(),
+            ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: true }
         );
         assert_eq!(
             parse(r#"{"type":"join","room":"r1","since":4}"#, &l).unwrap(),

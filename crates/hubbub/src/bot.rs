@@ -386,7 +386,7 @@ async fn connect(bot: &Bot, out: &Output) -> Result<Connection, RunError> {
         .map_err(|_| format!("cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}", bot.url))?
         .map_err(cannot)?;
     let Welcome { session, user, node, nodes, protocol, max_body } = conn.hello(&bot.user).await.map_err(cannot)?;
-    out.frame(&ServerMsg::Welcome { session, user, node, nodes, protocol, max_body })?;
+    out.frame(&ServerMsg::Welcome { session, user, node, nodes, protocol, max_body, batch: false })?;
     for room in &bot.rooms {
         let seq = conn.join(room).await.map_err(|e| match e {
             ClientError::Closed { code, reason } => closed(code, &reason),
