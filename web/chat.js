@@ -96,6 +96,9 @@ export class ChatClient extends EventTarget {
     this.urls = [url];
     this.urlIndex = 0;
     this.ws = null;
+    /// Frames and messages read (a batched frame holds several messages).
+    this.framesRead = 0;
+    this.messagesRead = 0;
     this.state = "idle"; // idle | connecting | open | waiting | moving | stopped
     this.node = null;
     this.nodes = [];
@@ -142,21 +145,29 @@ export class ChatClient extends EventTarget {
     ws.addEventListener("open", () => {
       if (this.ws !== ws) return;
       this.openedAt = Date.now();
-      const hello = { type: "hello", user: this.user };
+      // batch: a busy room's messages may come several to a frame, one per line.
+      const hello = { type: "hello", user: this.user, batch: true };
       if (this.session) hello.session = this.session;
       this.sendFrame(hello);
       this.welcomeTimer = setTimeout(() => ws.close(4000, "no welcome"), WELCOME_TIMEOUT_MS);
     });
     ws.addEventListener("message", (ev) => {
-      if (this.ws !== ws) return;
-      let frame;
-      try {
-        frame = JSON.parse(ev.data);
-      } catch {
-        this.emit("error", { code: "bad_frame", message: "the node sent a frame that is not JSON" });
-        return;
+      if (this.ws === ws) this.framesRead += 1;
+      for (const line of String(ev.data).split("\n")) {
+        // A frame may end this connection (a move to another node): the
+        // rest of it belongs to the old one.
+        if (this.ws !== ws) return;
+        if (line === "") continue;
+        let frame;
+        try {
+          frame = JSON.parse(line);
+        } catch {
+          this.emit("error", { code: "bad_frame", message: "the node sent a frame that is not JSON" });
+          return;
+        }
+        this.messagesRead += 1;
+        this.onFrame(frame);
       }
-      this.onFrame(frame);
     });
     ws.addEventListener("close", (ev) => {
       if (this.ws !== ws) return;

@@ -4,12 +4,14 @@
 //! both pages (desktop and 360 px wide) are saved under `artifacts/`. A page
 //! whose node dies moves to a survivor and resumes its session and room
 //! (`hello {session}`, `join {since}`): it shows every message exactly once.
-//! A page whose node drains is told to `reconnect` and moves at once.
+//! A page whose node drains is told to `reconnect` and moves at once. A
+//! burst of messages reaches a page whole and in order, in batched frames
+//! (`hello.batch`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hubbub_client::{ClientError, Connection, ErrorCode};
+use hubbub_client::{ClientError, ClientMsg, Connection, ErrorCode};
 use hubbub_testkit::Cluster;
 use hubbub_testkit::browser::{Browser, Page};
 use serde_json::{Value, json};
@@ -278,6 +280,53 @@ fn the_page_reconnects_to_a_surviving_node_and_rejoins() {
     );
     assert_eq!(bodies, json!([before, after, reply]), "bob's page");
     b.screenshot(artifacts().join("web-reconnected-b.png"));
+}
+
+/// Messages published at once in the burst test (under the in-flight limit
+/// and the page's 500 shown items).
+const BURST: u64 = 300;
+
+#[test]
+fn a_burst_reaches_the_page_whole_in_batched_frames() {
+    let mut cluster = Cluster::start(2);
+    cluster.wait_converged(CONVERGENCE).expect("2 nodes converge");
+    let browser = Browser::launch();
+    let page = browser.new_page(&format!("http://{}/", cluster.node("n2").http_addr()));
+    sign_in(&page, "ann", "n2");
+    join(&page, "ann", "burst");
+
+    // A client on the other node sends the burst without waiting, then
+    // collects the acks: deliveries reach n2 in link batches and queue up
+    // for the page's connection.
+    let rt = runtime();
+    let n1 = ws_url(cluster.node("n1"));
+    rt.block_on(async {
+        let (mut conn, _) = tokio::time::timeout(FRAME_TIMEOUT, Connection::open(&n1, "pub"))
+            .await
+            .unwrap_or_else(|_| panic!("publisher: opening {n1} took longer than {FRAME_TIMEOUT:?}"))
+            .unwrap_or_else(|e| panic!("publisher: {e}"));
+        conn.join("burst").await.expect("publisher joins");
+        for i in 0..BURST {
+            let msg = ClientMsg::Send { room: "burst".into(), body: format!("burst {i}"), id: format!("b{i}") };
+            conn.send(&msg).await.expect("publisher sends");
+        }
+        for i in 0..BURST {
+            conn.wait_ack(&format!("b{i}")).await.unwrap_or_else(|e| panic!("publisher: b{i} not acked: {e}"));
+        }
+    });
+    let shown = "[...document.querySelectorAll('[data-testid=message][data-room=burst]')].map(li => \
+        [Number(li.dataset.seq), li.querySelector('.body').textContent])";
+    page.wait_for(&format!("{shown}.length >= {BURST}"), UI_TIMEOUT)
+        .unwrap_or_else(|e| panic!("ann: {BURST} burst messages not shown: {e}\n{}", page.console().join("\n")));
+    let expected: Vec<Value> = (0..BURST).map(|i| json!([i + 1, format!("burst {i}")])).collect();
+    assert_eq!(page.eval(shown), Value::Array(expected), "every message once, in order");
+    let (frames, messages) =
+        (page.eval("window.hubbub.client.framesRead"), page.eval("window.hubbub.client.messagesRead"));
+    println!("web: the page read {messages} messages in {frames} frames");
+    assert!(
+        messages.as_u64() > frames.as_u64(),
+        "the page never got a frame with several messages ({messages} messages in {frames} frames)"
+    );
 }
 
 /// Messages the publisher sends in the resume test, half of them before the

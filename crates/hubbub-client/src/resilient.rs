@@ -271,9 +271,10 @@ impl Core {
         }
     }
 
-    /// The `hello` for a new connection: with the session once there is one.
+    /// The `hello` for a new connection: with the session once there is one,
+    /// and asking for batched frames (the connection reads them).
     pub fn hello(&self) -> ClientMsg {
-        ClientMsg::Hello { user: self.user.clone(), token: None, session: self.session.clone(), batch: false }
+        ClientMsg::Hello { user: self.user.clone(), token: None, session: self.session.clone(), batch: true }
     }
 
     /// A connection said `welcome`: keeps the first session and the latest
@@ -1001,7 +1002,7 @@ mod tests {
     #[test]
     fn resume_keeps_the_session_rejoins_since_the_last_seq_then_resends_with_the_same_ids() {
         let mut c = core();
-        assert_eq!(c.hello(), ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: false });
+        assert_eq!(c.hello(), ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: true });
         c.on_welcome("s1", &["ws://a".into()]);
         c.want_room("r");
         c.want_room("q");
@@ -1018,7 +1019,7 @@ mod tests {
         // unacked broadcast only once every room is joined.
         assert_eq!(
             c.hello(),
-            ClientMsg::Hello { user: "ann".into(), token: None, session: Some("s1".into()), batch: false }
+            ClientMsg::Hello { user: "ann".into(), token: None, session: Some("s1".into()), batch: true }
         );
         let joins = c.on_welcome("s2", &["ws://b".into()]);
         assert_eq!(c.session(), Some("s1"));
@@ -1147,7 +1148,7 @@ mod tests {
         let mut client = ResilientClient::connect(vec![url.clone()], "ann", opts).await.unwrap();
         assert_eq!(
             node.await.unwrap(),
-            ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: false }
+            ClientMsg::Hello { user: "ann".into(), token: None, session: None, batch: true }
         );
         assert_eq!(client.session(), Some("s1"));
         assert_eq!(client.url(), Some(url.as_str()));
