@@ -4,7 +4,7 @@
 # hubbub-loadgen with the same workloads in one run. Prints every workload's
 # figures side by side with ratios (Hubbub / NATS). See BENCHMARKS.md.
 #
-#   benches/compare.sh            full run (about 2 minutes)
+#   benches/compare.sh            full run (about 6 minutes; --repeat N repeats the load workloads)
 #   benches/compare.sh --smoke    a few seconds: checks both targets and the harness
 #
 # Options: --out DIR (results, default: a new temp dir), --no-build,
@@ -15,6 +15,12 @@
 #          --window W (in flight per publisher in `saturation`, default 1000,
 #          just under Hubbub's default --max-in-flight of 1024;
 #          `saturation-300` uses W/4),
+#          --repeat N (rounds of each load workload, default 1: the two
+#          targets alternate which goes first; the round with the median
+#          Hubbub / NATS ratio, of deliveries/s in open loop or of p99 at
+#          a fixed rate, stands for the workload, and a table lists every
+#          round's ratios: this box's speed drifts by tens of percent
+#          within minutes, so only paired, repeated ratios are solid),
 #          --workloads LIST (comma-separated subset of: latency, saturation,
 #          saturation-300, idle, growth, scale; default all).
 #          growth: the latency load at 1,000 / 5,000 / 10,000 / 20,000
@@ -40,6 +46,7 @@ IDLE=$(( NOFILE - 1000 ))
 (( IDLE < 100 )) && IDLE=100
 WORKLOADS=latency,saturation,saturation-300,idle,growth,scale
 WINDOW=1000
+REPEAT=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -49,6 +56,7 @@ while [[ $# -gt 0 ]]; do
         --idle) IDLE=$2; shift ;;
         --workloads) WORKLOADS=$2; shift ;;
         --window) WINDOW=$2; shift ;;
+        --repeat) REPEAT=$2; shift ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -206,20 +214,44 @@ NATS_ALL=$(join "${NATS_URLS[@]}")
 wanted() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
 labels=()
 
-# run LABEL ARGS...: the same load against Hubbub, then NATS.
+# run LABEL ARGS...: the same load against Hubbub and NATS, REPEAT rounds
+# (odd rounds Hubbub first, even rounds NATS first); the median round's
+# reports become LABEL.{hubbub,nats}.{txt,json}.
 run() {
     local label=$1; shift
     wanted "$label" || return 0
     labels+=("$label")
+    local r target order
+    for ((r = 1; r <= REPEAT; r++)); do
+        order="hubbub nats"; (( r % 2 )) || order="nats hubbub"
+        for target in $order; do
+            local urls pids
+            if [[ $target == hubbub ]]; then urls=$HB_ALL; pids=$(join "${HB_PIDS[@]}")
+            else urls=$NATS_ALL; pids=$(join "${NATS_PIDS[@]}"); fi
+            log "$label: $target (round $r of $REPEAT)"
+            "$LOADGEN" --target "$target" --urls "$urls" --server-pids "$pids" --label "$label" \
+                --room-prefix "$label-r$r" "$@" >"$OUT/$label.$target.r$r.txt"
+            cat "$OUT/$label.$target.r$r.txt" >&2
+            tail -n 1 "$OUT/$label.$target.r$r.txt" >"$OUT/$label.$target.r$r.json"
+        done
+    done
+    local median
+    median=$(round_ratios "$label" | sort -g -k2 | awk -v n="$REPEAT" 'NR == int((n + 1) / 2) { print $1 }')
     for target in hubbub nats; do
-        local urls pids
-        if [[ $target == hubbub ]]; then urls=$HB_ALL; pids=$(join "${HB_PIDS[@]}")
-        else urls=$NATS_ALL; pids=$(join "${NATS_PIDS[@]}"); fi
-        log "$label: $target"
-        "$LOADGEN" --target "$target" --urls "$urls" --server-pids "$pids" --label "$label" \
-            --room-prefix "$label" "$@" >"$OUT/$label.$target.txt"
-        cat "$OUT/$label.$target.txt" >&2
-        tail -n 1 "$OUT/$label.$target.txt" >"$OUT/$label.$target.json"
+        cp "$OUT/$label.$target.r$median.txt" "$OUT/$label.$target.txt"
+        cp "$OUT/$label.$target.r$median.json" "$OUT/$label.$target.json"
+    done
+}
+
+# round_ratios LABEL: "ROUND RATIO" per round: Hubbub / NATS deliveries/s in
+# open loop, NATS / Hubbub p99 at a fixed rate (higher is better for Hubbub
+# in both).
+round_ratios() {
+    local r
+    for ((r = 1; r <= REPEAT; r++)); do
+        jq -rn --arg r "$r" --slurpfile h "$OUT/$1.hubbub.r$r.json" --slurpfile n "$OUT/$1.nats.r$r.json" \
+            'if $h[0].offered_rate == 0 then "\($r) \($h[0].deliveries_per_s / $n[0].deliveries_per_s)"
+             else "\($r) \($n[0].latency.p99_us / ([$h[0].latency.p99_us, 1] | max))" end'
     done
 }
 # idle LABEL N: N idle connections on node 1 of each cluster.
@@ -315,6 +347,24 @@ scale_table() {
         '"5 nodes use \($b[0].server_cpu_s / $a[0].server_cpu_s * 100 | round / 100) x the CPU of 3"'
     echo
 }
+# Every round of every load workload, when there were several.
+rounds_table() {
+    ((REPEAT > 1)) || return 0
+    echo "## rounds (the median round of each workload is the one shown above)"
+    echo "| workload | round | first | Hubbub deliveries/s | NATS deliveries/s | ratio | Hubbub p99, µs | NATS p99, µs | ratio | Hubbub / NATS CPU per delivery |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    local l r
+    for l in "${labels[@]}"; do
+        [[ -f "$OUT/$l.hubbub.r1.json" ]] || continue
+        for ((r = 1; r <= REPEAT; r++)); do
+            jq -rn --arg l "$l" --arg r "$r" --arg first "$( ((r % 2)) && echo Hubbub || echo NATS)" \
+                --slurpfile h "$OUT/$l.hubbub.r$r.json" --slurpfile n "$OUT/$l.nats.r$r.json" \
+                '($h[0]) as $h | ($n[0]) as $n |
+                 "| \($l) | \($r) | \($first) | \($h.deliveries_per_s | floor) | \($n.deliveries_per_s | floor) | \($h.deliveries_per_s / $n.deliveries_per_s * 100 | round / 100) | \($h.latency.p99_us) | \($n.latency.p99_us) | \($h.latency.p99_us / ([$n.latency.p99_us, 1] | max) * 100 | round / 100) | \($h.server_cpu_us_per_delivery / $n.server_cpu_us_per_delivery * 100 | round / 100) |"'
+        done
+    done
+    echo
+}
 {
     echo "# hubbub compare.sh $([[ $SMOKE -eq 1 ]] && echo --smoke) — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "# machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -323,6 +373,7 @@ scale_table() {
     if ((${#files[@]})); then "$LOADGEN" --compare "${files[@]}"; fi
     growth_table
     scale_table
+    rounds_table
 } | tee "$OUT/summary.md"
 
 # A smoke run fails when a target delivered nothing.
