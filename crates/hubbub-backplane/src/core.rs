@@ -270,6 +270,12 @@ pub(crate) fn text(msg: &ServerMsg) -> Text {
     Text::from(serde_json::to_string(msg).expect("server frames always serialize"))
 }
 
+/// The delivery of history entry `e` of `room` to subscriber nodes.
+pub(crate) fn deliver(room: &str, e: &hubbub_proto::chat::Entry) -> ChatFrame {
+    let text = hubbub_proto::client::room_message_json(room, e.seq, &e.from, &e.body, &e.id, e.ts);
+    ChatFrame::Deliver { room: room.to_owned(), seq: e.seq, text }
+}
+
 pub(crate) fn encode(frame: ChatFrame) -> Bytes {
     Bytes::from(link::encode(&LinkFrame::Chat(frame)))
 }
@@ -545,19 +551,7 @@ impl Core {
             ChatFrame::DirectDone { req, nodes } => self.on_direct_done(req, nodes),
             ChatFrame::Failed { req, reason } => self.on_failed(req, &reason),
             ChatFrame::Subscribed { room, seq } => self.on_subscribed(from, room, seq, now),
-            ChatFrame::Deliver { room, seq, from: sender, id, body, ts } => {
-                let msg = ServerMsg::Message {
-                    kind: hubbub_proto::client::Audience::Room,
-                    room: Some(room.clone()),
-                    seq: Some(seq),
-                    to: None,
-                    from: sender,
-                    body,
-                    id,
-                    ts,
-                };
-                self.on_deliver(&room, seq, text(&msg), now);
-            }
+            ChatFrame::Deliver { room, seq, text } => self.on_deliver(&room, seq, Text::from(text), now),
             ChatFrame::DeliverDirect { to, from: sender, id, body, ts } => {
                 let msg = ServerMsg::Message {
                     kind: hubbub_proto::client::Audience::Direct,

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 /// Redirects a claim follows before it waits and starts again.
 const CLAIM_HOPS: u8 = 8;
 
-use crate::core::{Claiming, Core, Moved, RETRY_MS, Route, encode};
+use crate::core::{Claiming, Core, Moved, RETRY_MS, Route, deliver, encode};
 use crate::history::Held;
 
 impl Core {
@@ -297,15 +297,7 @@ impl Core {
                     let missed = after.map(|a| held.log.range(a, seq).0).unwrap_or_default();
                     self.route(node, ChatFrame::Subscribed { room: room.clone(), seq });
                     for e in missed {
-                        let deliver = ChatFrame::Deliver {
-                            room: room.clone(),
-                            seq: e.seq,
-                            from: e.from,
-                            id: e.id,
-                            body: e.body,
-                            ts: e.ts,
-                        };
-                        self.route(node, deliver);
+                        self.route(node, deliver(&room, &e));
                     }
                 }
                 ChatFrame::Unsubscribe { node, .. } => {

@@ -12,7 +12,7 @@ use hubbub_proto::chat::{ChatFrame, Entry};
 use hubbub_ring::{NodeId, room_key};
 use tracing::warn;
 
-use crate::core::Core;
+use crate::core::{Core, deliver};
 use crate::history::ReplicaLog;
 
 impl Core {
@@ -77,14 +77,7 @@ impl Core {
         while held.released < upto {
             held.released += 1;
             if let Some(e) = held.log.get(held.released) {
-                delivers.push(ChatFrame::Deliver {
-                    room: room.to_owned(),
-                    seq: e.seq,
-                    from: e.from.clone(),
-                    id: e.id.clone(),
-                    body: e.body.clone(),
-                    ts: e.ts,
-                });
+                delivers.push(deliver(room, e));
             }
         }
         let released = held.released;

@@ -74,8 +74,9 @@ pub enum ChatFrame {
     Published { req: u64, room: String, seq: u64 },
     /// Any node → origin: `req` could not be completed.
     Failed { req: u64, reason: String },
-    /// Owner → subscriber node: a sequenced message.
-    Deliver { room: String, seq: u64, from: String, id: String, body: String, ts: u64 },
+    /// Owner → subscriber node: a sequenced message, as the `message` frame
+    /// its clients get (rendered once by the owner, passed on as it is).
+    Deliver { room: String, seq: u64, text: String },
     /// Subscriber node → owner: `node` has local subscribers now. `after`:
     /// the last seq the node delivered, when it already had the room (a
     /// re-subscription after an owner change): the owner re-sends what follows.

@@ -380,6 +380,29 @@ fn msg_id(msg: &ClientMsg) -> Option<&str> {
     }
 }
 
+/// A room message as [`ServerMsg::Message`] serializes it, from borrowed
+/// fields: a room's owner renders each message once, without copying its
+/// strings, and every subscribing node passes the text on as it is.
+#[derive(Serialize)]
+struct RoomMessage<'a> {
+    #[serde(rename = "type")]
+    kind_tag: &'static str,
+    kind: Audience,
+    room: &'a str,
+    seq: u64,
+    from: &'a str,
+    body: &'a str,
+    id: &'a str,
+    ts: u64,
+}
+
+/// The `message` frame of room message `seq` (the JSON of
+/// [`ServerMsg::Message`] with `kind: room`).
+pub fn room_message_json(room: &str, seq: u64, from: &str, body: &str, id: &str, ts: u64) -> String {
+    let msg = RoomMessage { kind_tag: "message", kind: Audience::Room, room, seq, from, body, id, ts };
+    serde_json::to_string(&msg).expect("a room message always serializes")
+}
+
 /// The messages of one server frame: the frame itself, or its lines when
 /// the connection asked for batches. Empty lines are skipped.
 pub fn split_batch(frame: &str) -> impl Iterator<Item = &str> {
@@ -431,6 +454,24 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text, &Limits::default()).unwrap_err().code
+    }
+
+    #[test]
+    fn a_rendered_room_message_is_the_server_message() {
+        let (room, from, body, id) = ("r-1", "ann", "a \"quoted\"\nline ü", "m\\1");
+        let msg = ServerMsg::Message {
+            kind: Audience::Room,
+            room: Some(room.into()),
+            seq: Some(42),
+            to: None,
+            from: from.into(),
+            body: body.into(),
+            id: id.into(),
+            ts: 1_767_225_600_000,
+        };
+        let text = room_message_json(room, 42, from, body, id, 1_767_225_600_000);
+        assert_eq!(text, serde_json::to_string(&msg).unwrap());
+        assert_eq!(serde_json::from_str::<ServerMsg>(&text).unwrap(), msg);
     }
 
     #[test]

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 /// First two bytes of every link frame: ASCII "HB".
 pub const MAGIC: [u8; 2] = *b"HB";
 /// The link protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// 2: `Deliver` carries the rendered client frame instead of its fields.
+pub const VERSION: u8 = 2;
 /// Bytes before the postcard body.
 pub const HEADER_LEN: usize = MAGIC.len() + 1;
 /// Largest frame a node accepts on a link. Handshake and heartbeat frames are
@@ -168,8 +169,10 @@ mod tests {
     #[test]
     fn rejects_other_versions_and_magic() {
         let mut bytes = encode(&LinkFrame::Ping { at_ms: 7 });
-        bytes[2] = 2;
-        assert_eq!(decode(&bytes), Err(FrameError::UnsupportedVersion { got: 2 }));
+        for other in [VERSION - 1, VERSION + 1] {
+            bytes[2] = other;
+            assert_eq!(decode(&bytes), Err(FrameError::UnsupportedVersion { got: other }));
+        }
         bytes[0] = b'G';
         assert!(matches!(decode(&bytes), Err(FrameError::BadMagic(_))));
         assert_eq!(decode(b"HB"), Err(FrameError::TooShort(2)));
