@@ -134,8 +134,12 @@ impl Decoder {
     /// Feeds one data message; calls `f` for every complete event in it.
     pub(crate) fn feed(&mut self, data: &[u8], f: &mut impl FnMut(Event<'_>)) {
         match self {
-            // One message per line when the connection asked for batches.
-            Decoder::Hubbub => data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).for_each(|l| f(hubbub_event(l))),
+            // One message per line when the connection asked for batches
+            // (`split_batch` on bytes: no UTF-8 check of the whole frame).
+            Decoder::Hubbub => data
+                .split(|b| *b == hubbub_proto::client::BATCH_SEPARATOR as u8)
+                .filter(|l| !l.is_empty())
+                .for_each(|l| f(hubbub_event(l))),
             Decoder::Nats(buf) => {
                 buf.extend_from_slice(data);
                 let used = nats_events(buf, f);

@@ -361,25 +361,26 @@ async fn write_batch(
     queue: &ConnQueue,
     batch: bool,
 ) -> bool {
-    let mut sent = first.len();
-    if batch {
-        let (frame, bytes) = join_batch(first, rx);
-        sent = bytes;
+    let sent = if batch {
+        let (frame, taken) = join_batch(first, rx);
         if ws.feed(Message::Text(frame)).await.is_err() {
             return false;
         }
+        taken
     } else {
+        let mut taken = first.len();
         if ws.feed(Message::Text(first)).await.is_err() {
             return false;
         }
         for _ in 1..WRITE_BATCH {
             let Ok(text) = rx.try_recv() else { break };
-            sent += text.len();
+            taken += text.len();
             if ws.feed(Message::Text(text)).await.is_err() {
                 return false;
             }
         }
-    }
+        taken
+    };
     let ok = ws.flush().await.is_ok();
     queue.queued.fetch_sub(sent, Ordering::Relaxed);
     ok
