@@ -5,7 +5,10 @@
 //! The log is bounded by count, bytes and age ([`HistoryLimits`]); entries
 //! not yet released (sequenced, waiting for a replica) are never evicted.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 use hubbub_proto::chat::{Entry, PendingPublish, RoomState};
 use hubbub_ring::NodeId;
@@ -88,8 +91,68 @@ impl Log {
 
     pub(crate) fn get(&self, seq: u64) -> Option<&Entry> {
         let first = self.entries.front()?.seq;
-        let e = self.entries.get(seq.checked_sub(first)? as usize)?;
-        (e.seq == seq).then_some(e)
+        let at = usize::try_from(seq.checked_sub(first)?).ok()?;
+        if let Some(e) = self.entries.get(at).filter(|e| e.seq == seq) {
+            return Some(e);
+        }
+        // Seqs are consecutive in a log a holder built; a copy merged from
+        // elsewhere may have gaps, so fall back to a search (seqs ascend).
+        let at = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        self.entries.get(at)
+    }
+}
+
+/// (sender, client id) → seq for the entries in a room's log, so a retried
+/// send is answered with its seq instead of being published twice.
+///
+/// The table holds only seqs and compares against the log's entries, so a
+/// publish copies no strings to look up, remember or forget its key. Keys
+/// are client-chosen: they are hashed with std's keyed SipHash, not a fast
+/// unkeyed hash, so crafted ids cannot make one room's table degenerate
+/// (the core is one lock; a slow table would stall every room).
+#[derive(Debug, Default)]
+pub(crate) struct Dedupe {
+    table: HashTable<u64>,
+    hasher: RandomState,
+}
+
+impl Dedupe {
+    fn hash(&self, from: &str, id: &str) -> u64 {
+        self.hasher.hash_one((from, id))
+    }
+
+    /// The seq of the entry in `log` that `from` sent with `id`.
+    pub(crate) fn get(&self, log: &Log, from: &str, id: &str) -> Option<u64> {
+        let hash = self.hash(from, id);
+        self.table.find(hash, |&seq| log.get(seq).is_some_and(|e| e.from == from && e.id == id)).copied()
+    }
+
+    /// Remembers `entry`, which must already be in `log` (a key seen before
+    /// now names the newer entry).
+    fn insert(&mut self, log: &Log, entry: &Entry) {
+        let hash = self.hash(&entry.from, &entry.id);
+        let same = |seq: &u64| log.get(*seq).is_some_and(|e| e.from == entry.from && e.id == entry.id);
+        if let Some(seq) = self.table.find_mut(hash, same) {
+            *seq = entry.seq;
+            return;
+        }
+        let hasher = &self.hasher;
+        // Growing rehashes every seq in the table: all are in `log`.
+        let rehash = |seq: &u64| log.get(*seq).map_or(0, |e| hasher.hash_one((e.from.as_str(), e.id.as_str())));
+        self.table.insert_unique(hash, entry.seq, rehash);
+    }
+
+    /// Forgets `entry` (dropped from the log) unless its key names another.
+    fn remove(&mut self, entry: &Entry) {
+        let hash = self.hash(&entry.from, &entry.id);
+        if let Ok(found) = self.table.find_entry(hash, |&seq| seq == entry.seq) {
+            found.remove();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
     }
 }
 
@@ -102,7 +165,7 @@ pub(crate) struct Held {
     pub(crate) nodes: BTreeSet<NodeId>,
     pub(crate) log: Log,
     /// (sender, client id) → seq, for the entries in the log.
-    pub(crate) dedupe: HashMap<(String, String), u64>,
+    pub(crate) dedupe: Dedupe,
     /// Requests waiting for their seq to be released.
     pub(crate) awaiting: VecDeque<PendingPublish>,
     pub(crate) term: u64,
@@ -124,12 +187,16 @@ impl Held {
 
     /// A room from a handoff or claim.
     pub(crate) fn from_state(state: RoomState) -> Held {
-        let dedupe = state.history.iter().map(|e| ((e.from.clone(), e.id.clone()), e.seq)).collect();
+        let log = Log::from_entries(state.history);
+        let mut dedupe = Dedupe::default();
+        for e in &log.entries {
+            dedupe.insert(&log, e);
+        }
         Held {
             next_seq: state.next_seq,
             released: state.released,
             nodes: state.nodes.into_iter().collect(),
-            log: Log::from_entries(state.history),
+            log,
             dedupe,
             awaiting: state.pending.into(),
             term: state.term,
@@ -155,13 +222,17 @@ impl Held {
 
     /// Appends a new entry and applies the limits.
     pub(crate) fn append(&mut self, entry: Entry, limits: &HistoryLimits, now: u64) {
-        self.dedupe.insert((entry.from.clone(), entry.id.clone()), entry.seq);
         self.log.push(entry);
+        let entry = self.log.entries.back().expect("just pushed");
+        self.dedupe.insert(&self.log, entry);
         for e in self.log.evict(limits, now, self.released + 1) {
-            if self.dedupe.get(&(e.from.clone(), e.id.clone())) == Some(&e.seq) {
-                self.dedupe.remove(&(e.from, e.id));
-            }
+            self.dedupe.remove(&e);
         }
+    }
+
+    /// The seq of what `from` sent with `id`, if it is still in the log.
+    pub(crate) fn sequenced(&self, from: &str, id: &str) -> Option<u64> {
+        self.dedupe.get(&self.log, from, id)
     }
 }
 
@@ -233,5 +304,80 @@ impl ReplicaLog {
         }
         self.log.evict(limits, now, u64::MAX);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, from: &str, id: &str) -> Entry {
+        Entry { seq, from: from.into(), id: id.into(), body: "b".into(), ts: 0 }
+    }
+
+    fn limits(messages: usize) -> HistoryLimits {
+        HistoryLimits { messages, ..HistoryLimits::default() }
+    }
+
+    #[test]
+    fn a_retried_send_finds_its_seq_and_only_its_own() {
+        let mut held = Held::new_room();
+        held.append(entry(1, "ann", "m1"), &limits(100), 0);
+        held.append(entry(2, "bob", "m1"), &limits(100), 0);
+        assert_eq!(held.sequenced("ann", "m1"), Some(1));
+        assert_eq!(held.sequenced("bob", "m1"), Some(2));
+        assert_eq!(held.sequenced("ann", "m2"), None);
+        // The key is the pair, not the concatenation.
+        assert_eq!(held.sequenced("an", "nm1"), None);
+    }
+
+    #[test]
+    fn the_table_follows_the_log_through_growth_and_eviction() {
+        let mut held = Held::new_room();
+        for seq in 1..=5_000 {
+            held.released = seq - 1;
+            held.append(entry(seq, &format!("u{}", seq % 7), &format!("m{seq}")), &limits(1_000), 0);
+        }
+        assert_eq!(held.log.entries.len(), 1_000);
+        assert_eq!(held.dedupe.len(), 1_000);
+        assert_eq!(held.sequenced("u0", "m4000"), None, "evicted");
+        for seq in 4_001..=5_000 {
+            assert_eq!(held.sequenced(&format!("u{}", seq % 7), &format!("m{seq}")), Some(seq));
+        }
+    }
+
+    #[test]
+    fn a_log_with_gaps_still_answers_retries() {
+        let state = RoomState {
+            next_seq: 10,
+            nodes: Vec::new(),
+            history: vec![entry(2, "ann", "a"), entry(5, "bob", "b"), entry(9, "cy", "c")],
+            released: 9,
+            pending: Vec::new(),
+            term: 3,
+        };
+        let held = Held::from_state(state);
+        assert_eq!(held.sequenced("ann", "a"), Some(2));
+        assert_eq!(held.sequenced("bob", "b"), Some(5));
+        assert_eq!(held.sequenced("cy", "c"), Some(9));
+    }
+
+    #[test]
+    fn a_key_seen_twice_names_the_newer_entry_until_that_one_goes() {
+        let state = RoomState {
+            next_seq: 3,
+            nodes: Vec::new(),
+            history: vec![entry(1, "ann", "a"), entry(2, "ann", "a")],
+            released: 2,
+            pending: Vec::new(),
+            term: 1,
+        };
+        let mut held = Held::from_state(state);
+        assert_eq!(held.sequenced("ann", "a"), Some(2));
+        assert_eq!(held.dedupe.len(), 1);
+        // Evicting seq 1 must not forget the key, which names seq 2.
+        held.append(entry(3, "bob", "x"), &limits(2), 0);
+        assert_eq!(held.log.entries.front().map(|e| e.seq), Some(2));
+        assert_eq!(held.sequenced("ann", "a"), Some(2));
     }
 }

@@ -224,7 +224,7 @@ impl Core {
                 let limits = self.limits.history;
                 let held = self.held.get_mut(&room).expect("route said held");
                 let pending = |seq| PendingPublish { seq, req, origin };
-                if let Some(&seq) = held.dedupe.get(&(sender.clone(), id.clone())) {
+                if let Some(seq) = held.sequenced(&sender, &id) {
                     // A retry of a sequenced message: answered with its seq, never published twice.
                     self.counters.duplicate_sends += 1;
                     if seq <= held.released {
