@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hubbub_proto::chat::ChatFrame;
 use hubbub_proto::client::{CloseCode, ServerMsg};
-use hubbub_proto::link::{self, LinkFrame};
+use hubbub_proto::link;
 use hubbub_ring::{NodeId, Ring};
 use serde::Serialize;
 
@@ -276,8 +276,8 @@ pub(crate) fn deliver(room: &str, e: &hubbub_proto::chat::Entry) -> ChatFrame {
     ChatFrame::Deliver { room: room.to_owned(), seq: e.seq, text }
 }
 
-pub(crate) fn encode(frame: ChatFrame) -> Bytes {
-    Bytes::from(link::encode(&LinkFrame::Chat(frame)))
+pub(crate) fn encode(frame: &ChatFrame) -> Bytes {
+    Bytes::from(link::encode_chat(frame))
 }
 
 impl Core {
@@ -420,7 +420,7 @@ impl Core {
         if peer == self.me {
             self.loopback.push_back(frame);
         } else {
-            self.peers.send(peer, encode(frame));
+            self.peers.send(peer, encode(&frame));
         }
     }
 
@@ -628,7 +628,7 @@ impl Core {
     pub fn drain(&mut self, now: u64) {
         self.draining = true;
         let peers: Vec<NodeId> = self.ring.members().iter().copied().filter(|n| *n != self.me).collect();
-        let frame = encode(ChatFrame::Leaving { node: self.me });
+        let frame = encode(&ChatFrame::Leaving { node: self.me });
         for peer in peers {
             self.peers.send(peer, frame.clone());
         }

@@ -303,7 +303,7 @@ impl Core {
         let Some(c) = self.conns.get(&conn) else { return };
         let from = c.user.clone();
         let frame = ChatFrame::Broadcast { from, id: id.to_owned(), body, ts: now };
-        let bytes = crate::core::encode(frame.clone());
+        let bytes = crate::core::encode(&frame);
         let peers: Vec<_> = self.ring.members().iter().copied().filter(|n| *n != self.me).collect();
         for peer in peers {
             self.peers.send(peer, bytes.clone());

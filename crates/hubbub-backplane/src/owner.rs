@@ -268,9 +268,9 @@ impl Core {
 
     /// Sends one delivery to every node in `nodes`, encoded once.
     pub(crate) fn fan_out(&mut self, nodes: &[NodeId], deliver: ChatFrame, now: u64) {
-        let remote: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != self.me).collect();
-        if !remote.is_empty() {
-            let bytes = encode(deliver.clone());
+        let mut remote = nodes.iter().copied().filter(|n| *n != self.me).peekable();
+        if remote.peek().is_some() {
+            let bytes = encode(&deliver);
             for node in remote {
                 self.peers.send(node, bytes.clone());
             }

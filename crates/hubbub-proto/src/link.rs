@@ -68,12 +68,34 @@ pub enum FrameError {
 
 /// Encodes `frame` with its header.
 pub fn encode(frame: &LinkFrame) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    encode_body(frame)
+}
+
+/// Encodes `LinkFrame::Chat(frame)` without taking or copying `frame`: the
+/// same bytes as [`encode`] (a newtype variant is its index, then its value).
+pub fn encode_chat(frame: &ChatFrame) -> Vec<u8> {
+    struct ChatRef<'a>(&'a ChatFrame);
+    impl Serialize for ChatRef<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_newtype_variant("LinkFrame", CHAT_VARIANT, "Chat", self.0)
+        }
+    }
+    encode_body(&ChatRef(frame))
+}
+
+/// `LinkFrame::Chat`'s variant index (its place in the enum, from 0).
+const CHAT_VARIANT: u32 = 5;
+
+fn encode_body(body: &impl Serialize) -> Vec<u8> {
+    // Sized first (a pass that writes nothing), so the frame is allocated
+    // once instead of doubling from a guess.
+    let size = postcard::experimental::serialized_size(body).unwrap_or(64);
+    let mut out = Vec::with_capacity(HEADER_LEN + size);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     // Serializing into a Vec cannot fail for these types (no maps with
     // non-string keys, no unsized sequences without length).
-    postcard::to_io(frame, &mut out).expect("postcard encoding into a Vec is infallible");
+    postcard::to_io(body, &mut out).expect("postcard encoding into a Vec is infallible");
     out
 }
 
@@ -149,6 +171,13 @@ mod tests {
             prop_assert_eq!(&bytes[..2], &MAGIC);
             prop_assert_eq!(bytes[2], VERSION);
             prop_assert_eq!(decode(&bytes), Ok(frame));
+        }
+
+        #[test]
+        fn a_chat_frame_encodes_the_same_borrowed(frame in frame_strategy()) {
+            if let LinkFrame::Chat(chat) = &frame {
+                prop_assert_eq!(encode_chat(chat), encode(&frame));
+            }
         }
 
         #[test]
