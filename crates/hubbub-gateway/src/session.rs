@@ -362,7 +362,7 @@ async fn write_batch(
     batch: bool,
 ) -> bool {
     let sent = if batch {
-        let (frame, taken) = join_batch(first, rx);
+        let (frame, taken) = join_batch(first, rx, queue.queued.load(Ordering::Relaxed));
         if ws.feed(Message::Text(frame)).await.is_err() {
             return false;
         }
@@ -389,7 +389,9 @@ async fn write_batch(
 /// `first` and what else is queued (up to [`WRITE_BATCH`] messages, and
 /// [`BATCH_BYTES`] plus one message) as one frame of lines, and the bytes
 /// taken from the queue. A lone message is sent as it is, without a copy.
-fn join_batch(first: Text, rx: &mut mpsc::UnboundedReceiver<Text>) -> (Text, usize) {
+/// `queued` (the bytes queued, `first` included) sizes the frame, so it is
+/// allocated once instead of doubling as it grows.
+fn join_batch(first: Text, rx: &mut mpsc::UnboundedReceiver<Text>, queued: usize) -> (Text, usize) {
     let mut taken = first.len();
     let mut joined: Option<String> = None;
     for _ in 1..WRITE_BATCH {
@@ -399,7 +401,7 @@ fn join_batch(first: Text, rx: &mut mpsc::UnboundedReceiver<Text>) -> (Text, usi
         let Ok(text) = rx.try_recv() else { break };
         taken += text.len();
         let frame = joined.get_or_insert_with(|| {
-            let mut frame = String::with_capacity((first.len() + 1) * 8);
+            let mut frame = String::with_capacity(queued.clamp(first.len(), BATCH_BYTES) + WRITE_BATCH);
             frame.push_str(first.as_str());
             frame
         });
@@ -424,13 +426,13 @@ mod tests {
     #[test]
     fn a_batch_joins_what_is_queued_one_message_per_line() {
         let mut rx = queue(&[r#"{"b":2}"#, r#"{"c":3}"#]);
-        let (frame, taken) = join_batch(Text::from(r#"{"a":1}"#), &mut rx);
+        let (frame, taken) = join_batch(Text::from(r#"{"a":1}"#), &mut rx, 0);
         assert_eq!(frame.as_str(), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
         assert_eq!(taken, 21, "bytes of the three messages, without separators");
         assert!(rx.try_recv().is_err());
 
         let mut empty = queue(&[]);
-        let (frame, taken) = join_batch(Text::from("{}"), &mut empty);
+        let (frame, taken) = join_batch(Text::from("{}"), &mut empty, 2);
         assert_eq!((frame.as_str(), taken), ("{}", 2));
     }
 
@@ -438,13 +440,13 @@ mod tests {
     fn a_batch_is_bounded_in_messages_and_bytes() {
         let many: Vec<String> = (0..WRITE_BATCH + 10).map(|i| format!("{{\"i\":{i}}}")).collect();
         let mut rx = queue(&many.iter().map(String::as_str).collect::<Vec<_>>());
-        let (frame, _) = join_batch(Text::from("{}"), &mut rx);
+        let (frame, _) = join_batch(Text::from("{}"), &mut rx, 1 << 30);
         assert_eq!(client::split_batch(frame.as_str()).count(), WRITE_BATCH);
         assert_eq!(rx.len(), 10 + 1, "the rest waits for the next frame");
 
         let big = "x".repeat(BATCH_BYTES / 2);
         let mut rx = queue(&[&big, &big, &big]);
-        let (frame, taken) = join_batch(Text::from(big.clone()), &mut rx);
+        let (frame, taken) = join_batch(Text::from(big.clone()), &mut rx, 0);
         assert_eq!(client::split_batch(frame.as_str()).count(), 2, "stops once {BATCH_BYTES} bytes are taken");
         assert_eq!(taken, BATCH_BYTES);
         assert_eq!(rx.len(), 2);
