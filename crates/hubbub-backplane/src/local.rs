@@ -81,6 +81,15 @@ impl Core {
         self.run_loopback(now);
     }
 
+    /// Closes every connection with `code` (a node stopping); each session
+    /// ends and disconnects itself.
+    pub fn close_all(&mut self, code: CloseCode) {
+        for c in self.conns.values_mut() {
+            c.closing = true;
+            c.sink.close(code);
+        }
+    }
+
     fn drop_subscriber(&mut self, room: &str, conn: ConnId) {
         let Some(local) = self.local_rooms.get_mut(room) else { return };
         local.subscribers.remove(&conn);

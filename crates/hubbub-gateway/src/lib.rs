@@ -51,8 +51,8 @@ pub struct Gateway {
     pub backplane: Arc<Backplane>,
     /// Client-session settings.
     pub chat: ChatSettings,
-    /// Cancelled when the node drains: sessions close with 1001 and new
-    /// connections are refused.
+    /// Cancelled when the node drains: new connections are refused, and a
+    /// session that connects after `Core::close_all` closes itself (1001).
     pub clients_stop: CancellationToken,
     /// Source of connection ids.
     pub next_conn: AtomicU64,

@@ -251,19 +251,26 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
     let welcome = welcome(&gw, &user, session, batch);
     queue.push(welcome);
     gw.backplane.core().connect(conn, &user, queue.clone(), now_ms());
+    // The node closes its connections through their queues when it stops
+    // (`Core::close_all`); one that connected after that closes itself.
+    if gw.clients_stop.is_cancelled() {
+        queue.close(CloseCode::GoingAway);
+    }
     debug!(conn, user, "client connected");
 
+    // Made once and polled in every round: a close request is a permit
+    // kept by the `Notify`, so none is missed between rounds.
+    let closing = queue.wake.notified();
+    tokio::pin!(closing);
     let end = loop {
         tokio::select! {
             biased;
-            _ = queue.wake.notified() => break End::Close(closing_code(&queue)),
-            _ = gw.clients_stop.cancelled() => break End::Close(CloseCode::GoingAway),
+            _ = &mut closing => break End::Close(closing_code(&queue)),
             text = rx.recv() => {
                 let Some(text) = text else { break End::Gone };
                 tokio::select! {
                     biased;
-                    _ = queue.wake.notified() => break End::Close(closing_code(&queue)),
-                    _ = gw.clients_stop.cancelled() => break End::Close(CloseCode::GoingAway),
+                    _ = &mut closing => break End::Close(closing_code(&queue)),
                     written = write_batch(&mut ws, text, &mut rx, &queue, batch) => if !written { break End::Gone },
                 }
             }

@@ -19,6 +19,7 @@ use anyhow::Context;
 use hubbub_backplane::{Backplane, CoreLimits, FencingConfig, HistoryLimits, now_ms};
 use hubbub_cluster::{Cluster, ClusterConfig};
 use hubbub_gateway::{ChatSettings, Gateway};
+use hubbub_proto::client::CloseCode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -177,6 +178,8 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     let asked = backplane.move_clients(&targets, drain_window).await;
     info!(asked, left = backplane.core().connections(), "closing the remaining client connections");
     clients_stop.cancel();
+    // Sessions connected from now on see `clients_stop` and close themselves.
+    backplane.core().close_all(CloseCode::GoingAway);
     let closed = wait_for(SHUTDOWN_STEP, || backplane.core().connections() == 0).await;
     if !closed {
         warn!("client connections still open after {SHUTDOWN_STEP:?}");
