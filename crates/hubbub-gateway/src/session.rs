@@ -262,12 +262,22 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
     // kept by the `Notify`, so none is missed between rounds.
     let closing = queue.wake.notified();
     tokio::pin!(closing);
+    // Messages queued when the last write began.
+    let mut backlog = 0;
     let end = loop {
         tokio::select! {
             biased;
             _ = &mut closing => break End::Close(closing_code(&queue)),
             text = rx.recv() => {
                 let Some(text) = text else { break End::Gone };
+                // Messages coming faster than one per write: let the tasks
+                // that are ready (the core's step, other sessions) run
+                // first, so this write carries more of them. A connection
+                // that gets one message at a time writes it at once.
+                if backlog > 1 {
+                    tokio::task::yield_now().await;
+                }
+                backlog = rx.len() + 1;
                 tokio::select! {
                     biased;
                     _ = &mut closing => break End::Close(closing_code(&queue)),
