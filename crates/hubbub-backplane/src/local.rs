@@ -7,7 +7,7 @@
 //! buffer (deliveries from an old and a new owner travel on different
 //! links), a delivery at or below `last_seq` is a duplicate and dropped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use hubbub_proto::chat::{ChatFrame, Entry};
@@ -16,27 +16,33 @@ use hubbub_ring::{room_key, user_key};
 use tracing::{debug, warn};
 
 use crate::core::{
-    Catchup, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REFRESH_MS, REORDER_LIMIT, RETRY_MS,
-    SubState, Text, text,
+    Catchup, ChatCounters, Conn, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REFRESH_MS,
+    REORDER_LIMIT, RETRY_MS, SubState, Text, text,
 };
 
 fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Text {
     text(&ServerMsg::Error { code, message: message.into(), id })
 }
 
+/// [`Core::push`] on the fields it uses, so a caller can hold a borrow of
+/// another field (a room's subscribers) meanwhile.
+fn push_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, frame: Text) {
+    let Some(c) = conns.get_mut(&conn) else { return };
+    if c.closing {
+        return;
+    }
+    counters.delivered_frames += 1;
+    if !c.sink.push(frame) {
+        c.closing = true;
+        counters.slow_consumers_closed += 1;
+        debug!(conn, user = %c.user, "closing a slow consumer");
+    }
+}
+
 impl Core {
     /// Queues `frame` for `conn`; a full queue closes it as a slow consumer.
     pub(crate) fn push(&mut self, conn: ConnId, frame: Text) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        if c.closing {
-            return;
-        }
-        self.counters.delivered_frames += 1;
-        if !c.sink.push(frame) {
-            c.closing = true;
-            self.counters.slow_consumers_closed += 1;
-            debug!(conn, user = %c.user, "closing a slow consumer");
-        }
+        push_to(&mut self.conns, &mut self.counters, conn, frame);
     }
 
     /// A connection said `hello` as `user`.
@@ -359,6 +365,15 @@ impl Core {
 
     pub(crate) fn on_deliver(&mut self, room: &str, seq: u64, frame: Text, now: u64) {
         let Some(local) = self.local_rooms.get_mut(room) else { return };
+        if matches!(local.state, SubState::Active) && seq == local.last_seq + 1 && local.reorder.is_empty() {
+            // The usual case: the next seq, nothing waiting before it.
+            local.last_seq = seq;
+            local.gap_since_ms = None;
+            for conn in &local.subscribers {
+                push_to(&mut self.conns, &mut self.counters, *conn, frame.clone());
+            }
+            return;
+        }
         if seq <= local.last_seq && matches!(local.state, SubState::Active) {
             self.counters.duplicates_dropped += 1;
             return;
@@ -394,26 +409,22 @@ impl Core {
         if !matches!(local.state, SubState::Active) {
             return;
         }
-        let mut ready = Vec::new();
         while let Some(entry) = local.reorder.first_entry() {
             let seq = *entry.key();
             if seq <= local.last_seq {
                 entry.remove();
                 self.counters.duplicates_dropped += 1;
             } else if seq == local.last_seq + 1 {
-                ready.push(entry.remove());
+                let frame = entry.remove();
                 local.last_seq = seq;
+                for conn in &local.subscribers {
+                    push_to(&mut self.conns, &mut self.counters, *conn, frame.clone());
+                }
             } else {
                 break;
             }
         }
         local.gap_since_ms = if local.reorder.is_empty() { None } else { local.gap_since_ms.or(Some(now)) };
-        let subscribers: Vec<ConnId> = local.subscribers.iter().copied().collect();
-        for frame in ready {
-            for conn in &subscribers {
-                self.push(*conn, frame.clone());
-            }
-        }
     }
 
     pub(crate) fn deliver_to_user(&mut self, user: &str, frame: Text) {
