@@ -255,10 +255,12 @@ async fn subscriber(run: Arc<Run>, conn: usize, room: usize, publishers: usize, 
             _ => continue,
         };
         let mut pings = 0;
+        let now_ns = run.stats.now_ns();
         dec.feed(data, &mut |ev| match ev {
             Event::Delivery(body) => match wire::read_body(body) {
                 Some(s)
-                    if s.room as usize == room && run.stats.delivered(conn, s.publisher as usize, s.seq, s.sent_ns) =>
+                    if s.room as usize == room
+                        && run.stats.delivered(conn, s.publisher as usize, s.seq, s.sent_ns, now_ns) =>
                 {
                     let l = &mut last[s.publisher as usize];
                     if l.is_some_and(|l| s.seq < l) {

@@ -76,13 +76,15 @@ impl Stats {
         *self.events.lock().expect("events lock").entry(kind).or_default() += 1;
     }
 
-    /// Subscriber `conn` got message `seq` of `publisher`, sent at `sent_ns`.
-    /// Returns false when the message is not one this run sent.
-    pub(crate) fn delivered(&self, conn: usize, publisher: usize, seq: u64, sent_ns: u64) -> bool {
+    /// Subscriber `conn` got message `seq` of `publisher`, sent at `sent_ns`,
+    /// in a frame read at `now_ns` (one clock read per frame: the messages
+    /// of a frame arrive together). Returns false when the message is not
+    /// one this run sent.
+    pub(crate) fn delivered(&self, conn: usize, publisher: usize, seq: u64, sent_ns: u64, now_ns: u64) -> bool {
         let Some(slot) = self.counts.get(publisher).and_then(|c| c.get(seq as usize)) else { return false };
         slot.fetch_add(1, Relaxed);
         self.deliveries.fetch_add(1, Relaxed);
-        let us = (self.now_ns().saturating_sub(sent_ns) / 1_000).max(1);
+        let us = (now_ns.saturating_sub(sent_ns) / 1_000).max(1);
         self.hist[conn % SHARDS].lock().expect("histogram lock").saturating_record(us);
         true
     }
@@ -162,13 +164,13 @@ mod tests {
     #[test]
     fn matching_counts_losses_and_duplicates() {
         let s = Stats::new(2, 4);
-        assert!(s.delivered(0, 0, 0, 0));
-        assert!(s.delivered(1, 0, 0, 0));
-        assert!(s.delivered(0, 0, 1, 0));
-        assert!(s.delivered(0, 1, 0, 0));
-        assert!(s.delivered(1, 1, 0, 0));
-        assert!(s.delivered(2, 1, 0, 0));
-        assert!(!s.delivered(0, 2, 0, 0));
+        assert!(s.delivered(0, 0, 0, 0, 0));
+        assert!(s.delivered(1, 0, 0, 0, 0));
+        assert!(s.delivered(0, 0, 1, 0, 0));
+        assert!(s.delivered(0, 1, 0, 0, 0));
+        assert!(s.delivered(1, 1, 0, 0, 0));
+        assert!(s.delivered(2, 1, 0, 0, 0));
+        assert!(!s.delivered(0, 2, 0, 0, 0));
         assert_eq!(s.matching(&[2, 1], 2), (6, 6, 1, 1));
     }
 

@@ -136,10 +136,16 @@ impl Decoder {
         match self {
             // One message per line when the connection asked for batches
             // (`split_batch` on bytes: no UTF-8 check of the whole frame).
-            Decoder::Hubbub => data
-                .split(|b| *b == hubbub_proto::client::BATCH_SEPARATOR as u8)
-                .filter(|l| !l.is_empty())
-                .for_each(|l| f(hubbub_event(l))),
+            Decoder::Hubbub => {
+                let mut start = 0;
+                let ends = memchr::memchr_iter(hubbub_proto::client::BATCH_SEPARATOR as u8, data).chain([data.len()]);
+                for end in ends {
+                    if end > start {
+                        f(hubbub_event(&data[start..end]));
+                    }
+                    start = end + 1;
+                }
+            }
             Decoder::Nats(buf) => {
                 buf.extend_from_slice(data);
                 let used = nats_events(buf, f);
@@ -167,7 +173,9 @@ fn message_body(data: &[u8]) -> Option<&[u8]> {
     if data.last() != Some(&b'}') {
         return None;
     }
-    let body = &rest[memchr::memmem::find(rest, BODY_KEY)? + BODY_KEY.len()..];
+    static BODY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(BODY_KEY));
+    let body = &rest[BODY.find(rest)? + BODY_KEY.len()..];
     let end = memchr::memchr2(b'"', b'\\', body)?;
     (body[end] == b'"').then_some(&body[..end])
 }
