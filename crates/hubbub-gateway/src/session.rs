@@ -5,9 +5,9 @@
 //! receives goes through that queue ([`ConnQueue`]), in order: answers,
 //! errors and deliveries. The queue is bounded in bytes; the backplane never
 //! waits on it, so a client that stops reading is closed (4008) instead of
-//! slowing a room. The writer takes what is queued in one go and flushes
-//! once; for a client that asked for batches (`hello.batch`) it also joins
-//! those messages into one frame, one per line.
+//! slowing a room. The writer takes up to 64 queued messages at a time and
+//! flushes once; for a client that asked for batches (`hello.batch`) it also
+//! joins those messages into one frame, one per line.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -416,12 +416,13 @@ fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, text: &str) {
 /// when the messages pass [`BATCH_BYTES`]). `false`: the connection is gone.
 async fn write_queued(ws: &mut ServerWs, taken: &mut VecDeque<Text>, queue: &ConnQueue, batch: bool) -> bool {
     let mut sent = 0;
-    while let Some(first) = taken.front() {
+    while !taken.is_empty() {
         let (frame, bytes) = if batch {
             join_batch(taken)
         } else {
-            let len = first.len();
-            (taken.pop_front().expect("has a front"), len)
+            let text = taken.pop_front().unwrap_or_default();
+            let len = text.len();
+            (text, len)
         };
         sent += bytes;
         if ws.feed(Message::Text(frame)).await.is_err() {
