@@ -96,6 +96,18 @@ struct ConnQueue {
 }
 
 impl ConnQueue {
+    /// An empty queue that closes its connection past `limit` bytes.
+    fn new(limit: usize) -> ConnQueue {
+        ConnQueue {
+            texts: Mutex::new(VecDeque::new()),
+            writer: AtomicWaker::new(),
+            queued: AtomicUsize::new(0),
+            limit,
+            close: Mutex::new(None),
+            wake: Notify::new(),
+        }
+    }
+
     /// Waits until something is queued.
     fn ready(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
@@ -278,14 +290,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
             }
         };
     let conn: ConnId = gw.next_conn.fetch_add(1, Ordering::Relaxed);
-    let queue = Arc::new(ConnQueue {
-        texts: Mutex::new(VecDeque::new()),
-        writer: AtomicWaker::new(),
-        queued: AtomicUsize::new(0),
-        limit: gw.chat.client_queue_bytes,
-        close: Mutex::new(None),
-        wake: Notify::new(),
-    });
+    let queue = Arc::new(ConnQueue::new(gw.chat.client_queue_bytes));
     // A session named in `hello` is resumed: the same id, which the room
     // owners' de-duplication of retried sends is keyed on with the user.
     let session = resume.filter(|s| valid_session(s)).unwrap_or_else(session_id);
@@ -502,14 +507,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_to_an_empty_queue_wakes_the_writer_and_one_take_gets_all() {
-        let queue = Arc::new(ConnQueue {
-            texts: Mutex::new(VecDeque::new()),
-            writer: AtomicWaker::new(),
-            queued: AtomicUsize::new(0),
-            limit: 1 << 20,
-            close: Mutex::new(None),
-            wake: Notify::new(),
-        });
+        let queue = Arc::new(ConnQueue::new(1 << 20));
         let writer = tokio::spawn({
             let queue = queue.clone();
             async move {
@@ -533,7 +531,7 @@ mod tests {
         queue.take(&mut taken);
         assert_eq!(taken.len(), WRITE_BATCH + 6);
         // Over the limit: refused and closing.
-        let small = ConnQueue { limit: 4, ..Arc::into_inner(queue).expect("only owner") };
+        let small = ConnQueue::new(4);
         assert!(!small.push(Text::from("{\"b\":22}")));
         assert_eq!(closing_code(&small), CloseCode::SlowConsumer);
     }
