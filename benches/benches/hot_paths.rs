@@ -43,7 +43,7 @@ fn client_json(c: &mut Criterion) {
 
 fn link_frames(c: &mut Criterion) {
     let text = hubbub_proto::client::room_message_json("bench-12", 123_456, "p3", BODY, "123456", 1_767_225_600_000);
-    let frame = LinkFrame::Chat(ChatFrame::Deliver { room: "bench-12".into(), seq: 123_456, text });
+    let frame = LinkFrame::Chat(ChatFrame::Deliver { room: "bench-12".into(), first: 123_456, texts: vec![text] });
     c.bench_function("link_encode_deliver", |b| b.iter(|| black_box(link::encode(black_box(&frame)))));
     let bytes = link::encode(&frame);
     c.bench_function("link_decode_deliver", |b| {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hubbub_proto::chat::ChatFrame;
+use hubbub_proto::chat::{ChatFrame, Entry};
 use hubbub_proto::client::{CloseCode, ServerMsg};
 use hubbub_proto::link;
 use hubbub_ring::{NodeId, Ring};
@@ -263,17 +263,47 @@ pub struct Core {
     /// Entries sequenced in this step and not yet sent to the replicas, with
     /// the term they were sequenced under: one `Replicate` per room per step
     /// carries them all (see `run_loopback`).
-    pub(crate) unreplicated: BTreeMap<String, (u64, Vec<hubbub_proto::chat::Entry>)>,
+    pub(crate) unreplicated: BTreeMap<String, (u64, Vec<Entry>)>,
 }
 
 pub(crate) fn text(msg: &ServerMsg) -> Text {
     Text::from(serde_json::to_string(msg).expect("server frames always serialize"))
 }
 
-/// The delivery of history entry `e` of `room` to subscriber nodes.
-pub(crate) fn deliver(room: &str, e: &hubbub_proto::chat::Entry) -> ChatFrame {
-    let text = hubbub_proto::client::room_message_json(room, e.seq, &e.from, &e.body, &e.id, e.ts);
-    ChatFrame::Deliver { room: room.to_owned(), seq: e.seq, text }
+/// Rendered messages one `Deliver` carries at most, in bytes. A message is
+/// never split; one with the default `max_body` (64 KiB; escaped, no longer
+/// than the client frame that carried it, ≤ 256 KiB) is still well below
+/// the link's frame limit.
+pub(crate) const DELIVER_BYTES: usize = 256 * 1024;
+
+/// The deliveries of history entries of `room` (in seq order) to subscriber
+/// nodes: one `Deliver` per run of consecutive seqs, of at most
+/// [`DELIVER_BYTES`] unless a single message is larger.
+pub(crate) fn delivers<'a>(room: &str, entries: impl IntoIterator<Item = &'a Entry>) -> Vec<ChatFrame> {
+    let mut frames = Vec::new();
+    let mut run: Option<(u64, Vec<String>, usize)> = None;
+    for e in entries {
+        let text = hubbub_proto::client::room_message_json(room, e.seq, &e.from, &e.body, &e.id, e.ts);
+        if let Some((first, texts, bytes)) = &mut run
+            && e.seq == *first + texts.len() as u64
+            && *bytes + text.len() <= DELIVER_BYTES
+        {
+            *bytes += text.len();
+            texts.push(text);
+            continue;
+        }
+        if let Some((first, texts, _)) = run.take() {
+            frames.push(ChatFrame::Deliver { room: room.to_owned(), first, texts });
+        }
+        run = Some((e.seq, Vec::new(), text.len()));
+        if let Some((_, texts, _)) = &mut run {
+            texts.push(text);
+        }
+    }
+    if let Some((first, texts, _)) = run {
+        frames.push(ChatFrame::Deliver { room: room.to_owned(), first, texts });
+    }
+    frames
 }
 
 pub(crate) fn encode(frame: &ChatFrame) -> Bytes {
@@ -547,11 +577,19 @@ impl Core {
                 }
             }
             ChatFrame::Direct { .. } => self.on_direct(frame, now),
-            ChatFrame::Published { req, room, seq } => self.on_published(req, room, seq),
+            ChatFrame::Published { room, acks } => {
+                for (req, seq) in acks {
+                    self.on_published(req, &room, seq);
+                }
+            }
             ChatFrame::DirectDone { req, nodes } => self.on_direct_done(req, nodes),
             ChatFrame::Failed { req, reason } => self.on_failed(req, &reason),
             ChatFrame::Subscribed { room, seq } => self.on_subscribed(from, room, seq, now),
-            ChatFrame::Deliver { room, seq, text } => self.on_deliver(&room, seq, Text::from(text), now),
+            ChatFrame::Deliver { room, first, texts } => {
+                for (seq, text) in (first..).zip(texts) {
+                    self.on_deliver(&room, seq, Text::from(text), now);
+                }
+            }
             ChatFrame::DeliverDirect { to, from: sender, id, body, ts } => {
                 let msg = ServerMsg::Message {
                     kind: hubbub_proto::client::Audience::Direct,
@@ -645,5 +683,45 @@ impl Core {
         self.moved.retain(|_, m| now.saturating_sub(m.at) < MOVED_TTL_MS);
         self.unpark(now);
         self.run_loopback(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, body: &str) -> Entry {
+        Entry { seq, from: "u".into(), id: seq.to_string(), body: body.into(), ts: 1 }
+    }
+
+    fn runs(frames: &[ChatFrame]) -> Vec<(u64, usize)> {
+        frames
+            .iter()
+            .map(|f| match f {
+                ChatFrame::Deliver { first, texts, .. } => (*first, texts.len()),
+                other => panic!("not a delivery: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deliveries_are_one_frame_per_run_of_consecutive_seqs() {
+        let entries: Vec<Entry> = [3, 4, 5, 7, 8, 10].iter().map(|s| entry(*s, "b")).collect();
+        let frames = delivers("r", &entries);
+        assert_eq!(runs(&frames), vec![(3, 3), (7, 2), (10, 1)]);
+        let ChatFrame::Deliver { room, texts, .. } = &frames[0] else { unreachable!() };
+        assert_eq!(room, "r");
+        let expected = hubbub_proto::client::room_message_json("r", 4, "u", "b", "4", 1);
+        assert_eq!(texts[1], expected, "each message rendered as its subscribers get it");
+        assert!(delivers("r", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_delivery_frame_is_bounded_in_bytes_but_never_splits_a_message() {
+        let big = "x".repeat(DELIVER_BYTES / 3);
+        let entries: Vec<Entry> = (1..=5).map(|s| entry(s, &big)).collect();
+        assert_eq!(runs(&delivers("r", &entries)), vec![(1, 2), (3, 2), (5, 1)]);
+        let huge = "y".repeat(DELIVER_BYTES + 1);
+        assert_eq!(runs(&delivers("r", &[entry(1, &huge), entry(2, "b")])), vec![(1, 1), (2, 1)]);
     }
 }

@@ -327,9 +327,9 @@ impl Core {
         self.push(conn, text(&ServerMsg::Ack { id: id.to_owned(), room: None, seq: None }));
     }
 
-    pub(crate) fn on_published(&mut self, req: u64, room: String, seq: u64) {
+    pub(crate) fn on_published(&mut self, req: u64, room: &str, seq: u64) {
         let Some(p) = self.finish_request(req) else { return };
-        self.push(p.conn, text(&ServerMsg::Ack { id: p.id, room: Some(room), seq: Some(seq) }));
+        self.push(p.conn, text(&ServerMsg::Ack { id: p.id, room: Some(room.to_owned()), seq: Some(seq) }));
     }
 
     pub(crate) fn on_direct_done(&mut self, req: u64, nodes: u32) {

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 /// Redirects a claim follows before it waits and starts again.
 const CLAIM_HOPS: u8 = 8;
 
-use crate::core::{Claiming, Core, Moved, RETRY_MS, Route, deliver, encode};
+use crate::core::{Claiming, Core, Moved, RETRY_MS, Route, delivers, encode};
 use crate::history::Held;
 
 impl Core {
@@ -228,7 +228,7 @@ impl Core {
                     // A retry of a sequenced message: answered with its seq, never published twice.
                     self.counters.duplicate_sends += 1;
                     if seq <= held.released {
-                        self.route(origin, ChatFrame::Published { req, room, seq });
+                        self.route(origin, ChatFrame::Published { room, acks: vec![(req, seq)] });
                     } else {
                         held.awaiting.push_back(pending(seq));
                     }
@@ -296,8 +296,8 @@ impl Core {
                     // A node that had the room before an owner change gets what it missed.
                     let missed = after.map(|a| held.log.range(a, seq).0).unwrap_or_default();
                     self.route(node, ChatFrame::Subscribed { room: room.clone(), seq });
-                    for e in missed {
-                        self.route(node, deliver(&room, &e));
+                    for frame in delivers(&room, &missed) {
+                        self.route(node, frame);
                     }
                 }
                 ChatFrame::Unsubscribe { node, .. } => {

@@ -12,7 +12,7 @@ use hubbub_proto::chat::{ChatFrame, Entry};
 use hubbub_ring::{NodeId, room_key};
 use tracing::warn;
 
-use crate::core::{Core, deliver};
+use crate::core::{Core, delivers};
 use crate::history::ReplicaLog;
 
 impl Core {
@@ -73,29 +73,28 @@ impl Core {
         }
         let Some(held) = self.held.get_mut(room) else { return };
         let upto = upto.min(held.next_seq - 1);
-        let mut delivers = Vec::new();
-        while held.released < upto {
-            held.released += 1;
-            if let Some(e) = held.log.get(held.released) {
-                delivers.push(deliver(room, e));
-            }
-        }
+        let log = &held.log;
+        let frames = delivers(room, (held.released + 1..=upto).filter_map(|seq| log.get(seq)));
+        held.released = held.released.max(upto);
         let released = held.released;
-        let mut answers = Vec::new();
+        // The answers, one frame per origin node.
+        let mut answers: Vec<(NodeId, Vec<(u64, u64)>)> = Vec::new();
         held.awaiting.retain(|p| {
-            if p.seq <= released {
-                answers.push((p.origin, ChatFrame::Published { req: p.req, room: room.to_owned(), seq: p.seq }));
-                false
-            } else {
-                true
+            if p.seq > released {
+                return true;
             }
+            match answers.iter_mut().find(|(origin, _)| *origin == p.origin) {
+                Some((_, acks)) => acks.push((p.req, p.seq)),
+                None => answers.push((p.origin, vec![(p.req, p.seq)])),
+            }
+            false
         });
         let nodes: Vec<NodeId> = held.nodes.iter().copied().collect();
-        for deliver in delivers {
-            self.fan_out(&nodes, deliver, now);
+        for frame in frames {
+            self.fan_out(&nodes, frame, now);
         }
-        for (origin, answer) in answers {
-            self.route(origin, answer);
+        for (origin, acks) in answers {
+            self.route(origin, ChatFrame::Published { room: room.to_owned(), acks });
         }
     }
 

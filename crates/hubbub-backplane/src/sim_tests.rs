@@ -607,3 +607,66 @@ fn a_batch_never_replicates_an_entry_under_a_newer_term() {
         }
     }
 }
+
+#[test]
+fn a_release_is_one_delivery_per_node_and_one_answer_per_origin() {
+    use hubbub_proto::chat::{ChatFrame, RoomState};
+    use hubbub_ring::room_key;
+    let ids: Vec<NodeId> = ["a", "b", "c"].iter().map(|n| NodeId::from_name(n)).collect();
+    let ring = Ring::new(ids.iter().copied());
+    let order = ring.preference_order(&room_key("r0"));
+    let (me, others) = (order[0], [order[1], order[2]]);
+    let wire: Wire = Default::default();
+    let mut core = Core::new(me, CoreLimits::default(), Box::new(SimPeers { me, wire: wire.clone() }));
+    core.on_view(ring, [], 0);
+    let state =
+        RoomState { next_seq: 5, nodes: others.to_vec(), history: vec![], released: 4, pending: vec![], term: 1 };
+    core.on_frame(others[0], ChatFrame::Handoff { room: "r0".into(), state }, 1);
+    // Eight publishes in one batch, alternating between the two origins.
+    for req in 0..8u64 {
+        let origin = others[(req % 2) as usize];
+        let body = format!("m{req}");
+        let publish =
+            ChatFrame::Publish { req, origin, room: "r0".into(), from: "u".into(), id: body.clone(), body, hops: 0 };
+        core.on_frame_in_batch(origin, publish, 2);
+    }
+    core.end_batch(2);
+    let frames = |wire: &Wire| -> Vec<(NodeId, ChatFrame)> {
+        wire.lock()
+            .unwrap()
+            .drain(..)
+            .filter_map(|(_, to, bytes)| match link::decode(&bytes).unwrap() {
+                LinkFrame::Chat(frame) => Some((to, frame)),
+                _ => None,
+            })
+            .collect()
+    };
+    let replica = frames(&wire)
+        .into_iter()
+        .find_map(|(to, f)| matches!(f, ChatFrame::Replicate { .. }).then_some(to))
+        .expect("the batch went to a replica");
+    core.on_frame(replica, ChatFrame::Replicated { room: "r0".into(), term: 1, seq: 12, need_full: false }, 3);
+    let sent = frames(&wire);
+    for node in others {
+        let delivers: Vec<&ChatFrame> = sent
+            .iter()
+            .filter(|(to, f)| *to == node && matches!(f, ChatFrame::Deliver { .. }))
+            .map(|(_, f)| f)
+            .collect();
+        let [ChatFrame::Deliver { first, texts, .. }] = delivers.as_slice() else {
+            panic!("{node}: one delivery frame expected, got {delivers:?}")
+        };
+        assert_eq!((*first, texts.len()), (5, 8));
+        let answers: Vec<&ChatFrame> = sent
+            .iter()
+            .filter(|(to, f)| *to == node && matches!(f, ChatFrame::Published { .. }))
+            .map(|(_, f)| f)
+            .collect();
+        let [ChatFrame::Published { acks, .. }] = answers.as_slice() else {
+            panic!("{node}: one answer frame expected, got {answers:?}")
+        };
+        let parity = if node == others[0] { 0 } else { 1 };
+        let expected: Vec<(u64, u64)> = (0..8u64).filter(|r| r % 2 == parity).map(|r| (r, 5 + r)).collect();
+        assert_eq!(acks, &expected, "each request answered with its seq, in order");
+    }
+}

@@ -70,13 +70,16 @@ pub enum ClaimAnswer {
 pub enum ChatFrame {
     /// Origin → room owner: sequence and fan out this message.
     Publish { req: u64, origin: NodeId, room: String, from: String, id: String, body: String, hops: u8 },
-    /// Owner → origin: `req` got `seq`.
-    Published { req: u64, room: String, seq: u64 },
+    /// Owner → origin: each `(req, seq)` pair says request `req` got `seq`
+    /// in `room` (what one release answers for that origin, in one frame).
+    Published { room: String, acks: Vec<(u64, u64)> },
     /// Any node → origin: `req` could not be completed.
     Failed { req: u64, reason: String },
-    /// Owner → subscriber node: a sequenced message, as the `message` frame
-    /// its clients get (rendered once by the owner, passed on as it is).
-    Deliver { room: String, seq: u64, text: String },
+    /// Owner → subscriber node: the sequenced messages `first`, `first + 1`,
+    /// …, as the `message` frames its clients get (rendered once by the
+    /// owner, passed on as they are). One release of several messages is
+    /// one frame instead of one each.
+    Deliver { room: String, first: u64, texts: Vec<String> },
     /// Subscriber node → owner: `node` has local subscribers now. `after`:
     /// the last seq the node delivered, when it already had the room (a
     /// re-subscription after an owner change): the owner re-sends what follows.

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 2] = *b"HB";
 /// The link protocol version this build speaks.
 /// 2: `Deliver` carries the rendered client frame instead of its fields.
-pub const VERSION: u8 = 2;
+/// 3: `Deliver` carries a run of consecutive messages, `Published` the
+/// answers of several requests.
+pub const VERSION: u8 = 3;
 /// Bytes before the postcard body.
 pub const HEADER_LEN: usize = MAGIC.len() + 1;
 /// Largest frame a node accepts on a link. Handshake and heartbeat frames are
