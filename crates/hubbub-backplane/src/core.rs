@@ -35,6 +35,11 @@ pub trait ConnSink: Send + Sync {
     /// Queues one text frame. `false`: the queue is over its limit; the sink
     /// has started closing the connection as a slow consumer.
     fn push(&self, text: Text) -> bool;
+    /// Queues several text frames in order: what pushing each would do (it
+    /// stops at a refusal), in one step.
+    fn push_all(&self, texts: &[Text]) -> bool {
+        texts.iter().all(|text| self.push(text.clone()))
+    }
     /// Closes the connection with `code` (after what is already queued).
     fn close(&self, code: CloseCode);
 }
@@ -585,11 +590,7 @@ impl Core {
             ChatFrame::DirectDone { req, nodes } => self.on_direct_done(req, nodes),
             ChatFrame::Failed { req, reason } => self.on_failed(req, &reason),
             ChatFrame::Subscribed { room, seq } => self.on_subscribed(from, room, seq, now),
-            ChatFrame::Deliver { room, first, texts } => {
-                for (seq, text) in (first..).zip(texts) {
-                    self.on_deliver(&room, seq, Text::from(text), now);
-                }
-            }
+            ChatFrame::Deliver { room, first, texts } => self.on_deliver_run(&room, first, texts, now),
             ChatFrame::DeliverDirect { to, from: sender, id, body, ts } => {
                 let msg = ServerMsg::Message {
                     kind: hubbub_proto::client::Audience::Direct,

@@ -39,6 +39,20 @@ fn push_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn:
     }
 }
 
+/// [`push_to`] for several frames in one step.
+fn push_all_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, frames: &[Text]) {
+    let Some(c) = conns.get_mut(&conn) else { return };
+    if c.closing {
+        return;
+    }
+    counters.delivered_frames += frames.len() as u64;
+    if !c.sink.push_all(frames) {
+        c.closing = true;
+        counters.slow_consumers_closed += 1;
+        debug!(conn, user = %c.user, "closing a slow consumer");
+    }
+}
+
 impl Core {
     /// Queues `frame` for `conn`; a full queue closes it as a slow consumer.
     pub(crate) fn push(&mut self, conn: ConnId, frame: Text) {
@@ -361,6 +375,30 @@ impl Core {
         }
         self.drain_reorder(&room, now);
         self.drop_room_if_unused(&room);
+    }
+
+    /// A run of deliveries, seqs `first`, `first + 1`, …: when it continues
+    /// the room's sequence with nothing waiting (the usual case), each
+    /// subscriber gets it in one push; otherwise one at a time through
+    /// [`Core::on_deliver`].
+    pub(crate) fn on_deliver_run(&mut self, room: &str, first: u64, texts: Vec<String>, now: u64) {
+        let frames: Vec<Text> = texts.into_iter().map(Text::from).collect();
+        let Some(local) = self.local_rooms.get_mut(room) else { return };
+        if frames.len() > 1
+            && matches!(local.state, SubState::Active)
+            && first == local.last_seq + 1
+            && local.reorder.is_empty()
+        {
+            local.last_seq = first + frames.len() as u64 - 1;
+            local.gap_since_ms = None;
+            for conn in &local.subscribers {
+                push_all_to(&mut self.conns, &mut self.counters, *conn, &frames);
+            }
+            return;
+        }
+        for (seq, frame) in (first..).zip(frames) {
+            self.on_deliver(room, seq, frame, now);
+        }
     }
 
     pub(crate) fn on_deliver(&mut self, room: &str, seq: u64, frame: Text, now: u64) {

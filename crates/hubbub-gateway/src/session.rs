@@ -129,9 +129,10 @@ impl ConnQueue {
     }
 }
 
-impl ConnSink for ConnQueue {
-    fn push(&self, text: Text) -> bool {
-        let len = text.len();
+impl ConnQueue {
+    /// Counts `len` bytes against the limit (closing the connection past
+    /// it), then queues with `add` and wakes the writer if the queue was empty.
+    fn enqueue(&self, len: usize, add: impl FnOnce(&mut VecDeque<Text>)) -> bool {
         let queued = self.queued.fetch_add(len, Ordering::Relaxed) + len;
         if queued > self.limit {
             self.close(CloseCode::SlowConsumer);
@@ -139,13 +140,25 @@ impl ConnSink for ConnQueue {
         }
         let was_empty = {
             let mut texts = self.texts.lock().expect("queue mutex poisoned");
-            texts.push_back(text);
-            texts.len() == 1
+            let was_empty = texts.is_empty();
+            add(&mut texts);
+            was_empty && !texts.is_empty()
         };
         if was_empty {
             self.writer.wake();
         }
         true
+    }
+}
+
+impl ConnSink for ConnQueue {
+    fn push(&self, text: Text) -> bool {
+        self.enqueue(text.len(), |texts| texts.push_back(text))
+    }
+
+    fn push_all(&self, frames: &[Text]) -> bool {
+        let len = frames.iter().map(|text| text.len()).sum();
+        self.enqueue(len, |texts| texts.extend(frames.iter().cloned()))
     }
 
     fn close(&self, code: CloseCode) {
@@ -534,5 +547,25 @@ mod tests {
         let small = ConnQueue::new(4);
         assert!(!small.push(Text::from("{\"b\":22}")));
         assert_eq!(closing_code(&small), CloseCode::SlowConsumer);
+    }
+
+    #[tokio::test]
+    async fn a_run_pushed_at_once_is_queued_in_order_and_counted_whole() {
+        let queue = Arc::new(ConnQueue::new(20));
+        let writer = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.ready().await }
+        });
+        tokio::task::yield_now().await;
+        let run = [Text::from("{\"a\":1}"), Text::from("{\"b\":2}")];
+        assert!(queue.push_all(&run));
+        tokio::time::timeout(Duration::from_secs(5), writer).await.expect("woken").expect("joined");
+        let mut taken = VecDeque::new();
+        queue.take(&mut taken);
+        assert_eq!(taken, VecDeque::from(run.to_vec()));
+        assert_eq!(queue.queued.load(Ordering::Relaxed), 14);
+        // 14 + 14 bytes pass the 20-byte limit: the whole run is refused.
+        assert!(!queue.push_all(&run));
+        assert_eq!(closing_code(&queue), CloseCode::SlowConsumer);
     }
 }
