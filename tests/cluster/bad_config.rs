@@ -49,6 +49,14 @@ fn bad_config() {
         case("--config invalid TOML", &[("--config", Some(&invalid_toml))], &["config"]),
         case("--config unknown key", &[("--config", Some(&unknown_key))], &["config", "bogus_setting"]),
         case("--replication-factor 0", &[("--replication-factor", Some("0"))], &["replication_factor"]),
+        // Larger bodies or histories would not fit one node-link frame.
+        case("--max-body over 512 KiB", &[("--max-body", Some("524289"))], &["max_body"]),
+        case(
+            "--max-body over a quarter of the queue",
+            &[("--max-body", Some("300000"))],
+            &["max_body", "client_queue_bytes"],
+        ),
+        case("--history-bytes over 2 MiB", &[("--history-bytes", Some("2097153"))], &["history_bytes"]),
         case("--listen on a port in use", &[("--listen", Some(&busy_tcp))], &["listen"]),
         case("--gossip on a port in use", &[("--gossip", Some(&busy_udp))], &["gossip"]),
     ];

@@ -285,6 +285,38 @@ fn oversized_frame_closes_1009() {
     });
 }
 
+/// The largest message the largest `--max-body` allows, with the most
+/// escaping a client frame can carry, crosses the node link: the node that
+/// sequences it is not the one the subscriber is on.
+#[test]
+fn the_largest_message_crosses_nodes() {
+    const MAX_BODY: usize = 512 * 1024;
+    let max_body = MAX_BODY.to_string();
+    let queue = (4 * MAX_BODY).to_string();
+    let nodes =
+        start_nodes(2, &["--max-body", &max_body, "--client-queue-bytes", &queue, "--history-bytes", "2097152"]);
+    let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
+    let room = rooms_owned_by(&names, names[1], "big-", 1).remove(0);
+    runtime().block_on(async {
+        let (mut ann, welcome) = open(&ws_url(&nodes[0]), "ann").await;
+        assert_eq!(welcome.max_body, MAX_BODY);
+        let (mut bob, _) = open(&ws_url(&nodes[1]), "bob").await;
+        ann.join(&room).await.expect("ann joins");
+        bob.join(&room).await.expect("bob joins");
+        // Control characters travel as \u00XX: six bytes each, as many as
+        // a client frame of 4 × max_body holds.
+        let escaped = "\u{1}".repeat((4 * MAX_BODY - 200) / 6);
+        let plain = "y".repeat(MAX_BODY);
+        for (id, body) in [("escaped", &escaped), ("plain", &plain)] {
+            send_delivered(&mut ann, "ann", &room, body, id).await;
+            match next_msg(&mut bob, "bob").await {
+                ServerMsg::Message { body: b, id: i, .. } if i == id && &b == body => {}
+                other => panic!("bob: expected {id} ({} bytes), got {:.200}", body.len(), format!("{other:?}")),
+            }
+        }
+    });
+}
+
 #[test]
 fn too_many_sends_in_flight_closes_4009() {
     const MAX_IN_FLIGHT: usize = 8;
@@ -382,8 +414,9 @@ fn slow_consumer_closes_4008_without_delaying_others() {
     const RUN_BOUND: Duration = Duration::from_secs(40);
     let room = "big";
 
-    // Its clients are placed unevenly on purpose: no rebalancing.
-    let nodes = start_nodes(2, &["--client-queue-bytes", "65536", "--rebalance", "false"]);
+    // Its clients are placed unevenly on purpose: no rebalancing. A 64 KiB
+    // queue takes bodies of at most a quarter of it.
+    let nodes = start_nodes(2, &["--client-queue-bytes", "65536", "--max-body", "16384", "--rebalance", "false"]);
     let (url1, url2) = (ws_url(&nodes[0]), ws_url(&nodes[1]));
     let rt = runtime();
     let started = Instant::now();

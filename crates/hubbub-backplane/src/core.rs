@@ -276,9 +276,9 @@ pub(crate) fn text(msg: &ServerMsg) -> Text {
 }
 
 /// Rendered messages one `Deliver` carries at most, in bytes. A message is
-/// never split; one with the default `max_body` (64 KiB; escaped, no longer
-/// than the client frame that carried it, ≤ 256 KiB) is still well below
-/// the link's frame limit.
+/// never split; one of the largest `max_body` (escaped, no longer than the
+/// client frame that carried it: 2 MiB) still fits a link frame
+/// (`hubbub_proto::link::MAX_BODY_SETTING`).
 pub(crate) const DELIVER_BYTES: usize = 256 * 1024;
 
 /// The deliveries of history entries of `room` (in seq order) to subscriber

@@ -27,7 +27,19 @@ pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = MAGIC.len() + 1;
 /// Largest frame a node accepts on a link. Handshake and heartbeat frames are
 /// tiny; this bound protects a node from a peer that sends a huge frame.
-pub const MAX_FRAME_LEN: usize = 1 << 20;
+/// Every frame a node sends must fit, so the settings that size frames are
+/// bounded by it: [`MAX_BODY_SETTING`] and [`MAX_HISTORY_BYTES_SETTING`].
+pub const MAX_FRAME_LEN: usize = 4 << 20;
+/// The largest `max_body` a node accepts. A message travels rendered as
+/// JSON in a `Deliver`; escaped, a body is no longer than the client frame
+/// that carried it, which is at most 4 × `max_body` (2 MiB here), so one
+/// message always fits a frame with room to spare.
+pub const MAX_BODY_SETTING: usize = MAX_FRAME_LEN / 8;
+/// The largest `history_bytes` a node accepts. A room's whole history
+/// travels in one frame (a full `Replicate`, a `HistoryReply`, a handoff
+/// with the room's pending answers); half the frame limit leaves the other
+/// half for the entries' fields and the pending answers.
+pub const MAX_HISTORY_BYTES_SETTING: usize = MAX_FRAME_LEN / 2;
 
 /// Length of the random nonces used by the link handshake.
 pub const NONCE_LEN: usize = 16;
@@ -195,6 +207,52 @@ mod tests {
                 prop_assert!(decode(&bytes[..bytes.len() - cut]).is_err());
             }
         }
+    }
+
+    /// The largest frames the bounded settings allow still fit: one message
+    /// with the most escaping a client frame can carry, and a room's whole
+    /// history of the largest bodies with many pending answers.
+    #[test]
+    fn the_largest_frames_the_settings_allow_fit() {
+        use crate::chat::{Entry, PendingPublish, RoomState};
+        // A body of control characters: 6 bytes each escaped, in a client
+        // frame of at most 4 × max_body.
+        let body = "\u{1}".repeat(4 * MAX_BODY_SETTING / 6);
+        let text = crate::client::room_message_json(
+            &"r".repeat(64),
+            u64::MAX,
+            &"u".repeat(32),
+            &body,
+            &"i".repeat(64),
+            u64::MAX,
+        );
+        let deliver = ChatFrame::Deliver { room: "r".repeat(64), first: u64::MAX, texts: vec![text] };
+        assert!(encode_chat(&deliver).len() <= MAX_FRAME_LEN);
+        // History is counted as body + id + from + 32 bytes per entry.
+        let entry = |seq: u64| Entry {
+            seq,
+            from: "u".repeat(32),
+            id: "i".repeat(64),
+            body: "b".repeat(MAX_BODY_SETTING - 128),
+            ts: u64::MAX,
+        };
+        let per_entry = MAX_BODY_SETTING - 128 + 64 + 32 + 32;
+        let history: Vec<Entry> =
+            (0..(MAX_HISTORY_BYTES_SETTING / per_entry) as u64).map(|s| entry(u64::MAX - s)).collect();
+        let replicate =
+            ChatFrame::Replicate { room: "r".repeat(64), term: u64::MAX, entries: history.clone(), full: true };
+        assert!(encode_chat(&replicate).len() <= MAX_FRAME_LEN);
+        let pending =
+            (0..20_000).map(|_| PendingPublish { seq: u64::MAX, req: u64::MAX, origin: NodeId(u64::MAX) }).collect();
+        let state = RoomState {
+            next_seq: u64::MAX,
+            nodes: vec![NodeId(u64::MAX); 64],
+            history,
+            released: u64::MAX,
+            pending,
+            term: u64::MAX,
+        };
+        assert!(encode_chat(&ChatFrame::Handoff { room: "r".repeat(64), state }).len() <= MAX_FRAME_LEN);
     }
 
     #[test]

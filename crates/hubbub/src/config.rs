@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use hubbub_cluster::{Keyring, MembershipConfig, NodeIdentity};
+use hubbub_proto::link;
 use serde::Deserialize;
 
 /// Default HTTP/WebSocket listener.
@@ -64,8 +65,9 @@ pub(crate) struct NodeArgs {
     /// WebSocket URL advertised to clients [default: ws://ADVERTISE:PORT/ws].
     #[arg(long, env = "HUBBUB_WS_URL", value_name = "URL")]
     pub(crate) ws_url: Option<String>,
-    /// Largest message body in bytes; frames over 4× this close the
-    /// connection [default: 65536].
+    /// Largest message body in bytes, at most 524288 and a quarter of
+    /// --client-queue-bytes; frames over 4× this close the connection
+    /// [default: 65536].
     #[arg(long, env = "HUBBUB_MAX_BODY", value_name = "BYTES")]
     pub(crate) max_body: Option<String>,
     /// A client must say hello within this [default: 10000].
@@ -83,7 +85,7 @@ pub(crate) struct NodeArgs {
     /// Messages of history kept per room [default: 1000].
     #[arg(long, env = "HUBBUB_HISTORY_MESSAGES", value_name = "N")]
     pub(crate) history_messages: Option<String>,
-    /// Bytes of history kept per room [default: 1048576].
+    /// Bytes of history kept per room, at most 2097152 [default: 1048576].
     #[arg(long, env = "HUBBUB_HISTORY_BYTES", value_name = "BYTES")]
     pub(crate) history_bytes: Option<String>,
     /// Age after which history messages are dropped [default: 3600].
@@ -341,7 +343,10 @@ impl NodeConfig {
         }
 
         let chat = ChatConfig {
-            max_body: number("max_body", args.max_body, file.max_body, 65_536, 64..=16 << 20)? as usize,
+            // Bounded so every frame between nodes fits a link frame (see
+            // `hubbub_proto::link::MAX_BODY_SETTING`).
+            max_body: number("max_body", args.max_body, file.max_body, 65_536, 64..=link::MAX_BODY_SETTING as u64)?
+                as usize,
             hello_timeout_ms: number(
                 "hello_timeout_ms",
                 args.hello_timeout_ms,
@@ -366,8 +371,13 @@ impl NodeConfig {
                 1_000,
                 1..=1_000_000,
             )? as usize,
-            history_bytes: number("history_bytes", args.history_bytes, file.history_bytes, 1 << 20, 1_024..=1 << 30)?
-                as usize,
+            history_bytes: number(
+                "history_bytes",
+                args.history_bytes,
+                file.history_bytes,
+                1 << 20,
+                1_024..=link::MAX_HISTORY_BYTES_SETTING as u64,
+            )? as usize,
             history_age_secs: number(
                 "history_age_secs",
                 args.history_age_secs,
@@ -393,6 +403,18 @@ impl NodeConfig {
                 (None, None) => true,
             },
         };
+        // One message, escaped, can be as long as the client frame that
+        // carried it (4 × max_body); a connection's queue must hold it, or
+        // every subscriber of a room would be closed as a slow consumer.
+        if chat.client_queue_bytes < 4 * chat.max_body {
+            let message = format!(
+                "{} needs client_queue_bytes of at least {} (one message can be 4 x max_body once escaped), not {}",
+                chat.max_body,
+                4 * chat.max_body,
+                chat.client_queue_bytes
+            );
+            return Err(err("max_body", message));
+        }
 
         let membership = file.membership;
         membership.to_foca().map_err(|e| err(&format!("membership.{}", e.setting), e.reason))?;
@@ -508,6 +530,26 @@ mod tests {
         assert_eq!(setting_of(NodeArgs { replication_factor: Some("0".into()), ..args() }), "replication_factor");
         assert_eq!(setting_of(NodeArgs { ws_url: Some("http://x".into()), ..args() }), "ws_url");
         assert_eq!(setting_of(NodeArgs { config: Some("/nonexistent/x.toml".into()), ..args() }), "config");
+    }
+
+    /// A body or a history too large for one node-link frame would be lost
+    /// between nodes: such settings are refused at start-up.
+    #[test]
+    fn sizes_beyond_a_link_frame_are_refused() {
+        let body = |n: usize| NodeArgs {
+            max_body: Some(n.to_string()),
+            client_queue_bytes: Some((4 * n).to_string()),
+            ..args()
+        };
+        let history = |n: usize| NodeArgs { history_bytes: Some(n.to_string()), ..args() };
+        assert_eq!(NodeConfig::load(body(link::MAX_BODY_SETTING)).unwrap().chat.max_body, link::MAX_BODY_SETTING);
+        assert_eq!(setting_of(body(link::MAX_BODY_SETTING + 1)), "max_body");
+        let max_history = link::MAX_HISTORY_BYTES_SETTING;
+        assert_eq!(NodeConfig::load(history(max_history)).unwrap().chat.history_bytes, max_history);
+        assert_eq!(setting_of(history(max_history + 1)), "history_bytes");
+        // A queue that could not hold one message of the largest body.
+        let small_queue = NodeArgs { client_queue_bytes: Some((4 * 65_536 - 1).to_string()), ..args() };
+        assert_eq!(setting_of(small_queue), "max_body");
     }
 
     #[test]
