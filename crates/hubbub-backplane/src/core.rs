@@ -269,6 +269,9 @@ pub struct Core {
     /// the term they were sequenced under: one `Replicate` per room per step
     /// carries them all (see `run_loopback`).
     pub(crate) unreplicated: BTreeMap<String, (u64, Vec<Entry>)>,
+    /// Inside [`Core::begin_batch`] … [`Core::end_batch`]: what is
+    /// sequenced waits for the batch's end to go to the replicas.
+    pub(crate) batching: bool,
 }
 
 pub(crate) fn text(msg: &ServerMsg) -> Text {
@@ -342,6 +345,7 @@ impl Core {
             loopback: VecDeque::new(),
             parked: Vec::new(),
             unreplicated: BTreeMap::new(),
+            batching: false,
         }
     }
 
@@ -465,7 +469,7 @@ impl Core {
     pub(crate) fn run_loopback(&mut self, now: u64) {
         loop {
             self.drain_loopback(now);
-            if self.unreplicated.is_empty() {
+            if self.unreplicated.is_empty() || self.batching {
                 return;
             }
             for (room, (term, entries)) in std::mem::take(&mut self.unreplicated) {
@@ -519,8 +523,17 @@ impl Core {
         self.drain_loopback(now);
     }
 
-    /// Ends a batch of [`Core::on_frame_in_batch`] calls.
+    /// Starts a batch of client requests (one connection's frames that
+    /// arrived together): what they sequence goes to the replicas at
+    /// [`Core::end_batch`], in one `Replicate` per room.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch of [`Core::on_frame_in_batch`] calls or of client
+    /// requests after [`Core::begin_batch`].
     pub fn end_batch(&mut self, now: u64) {
+        self.batching = false;
         self.run_loopback(now);
     }
 

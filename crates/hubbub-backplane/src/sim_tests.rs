@@ -670,3 +670,45 @@ fn a_release_is_one_delivery_per_node_and_one_answer_per_origin() {
         assert_eq!(acks, &expected, "each request answered with its seq, in order");
     }
 }
+
+#[test]
+fn a_connections_requests_in_one_batch_go_to_the_replica_together() {
+    use hubbub_proto::chat::{ChatFrame, RoomState};
+    use hubbub_ring::room_key;
+    let ids: Vec<NodeId> = ["a", "b", "c"].iter().map(|n| NodeId::from_name(n)).collect();
+    let ring = Ring::new(ids.iter().copied());
+    let order = ring.preference_order(&room_key("r0"));
+    let me = order[0];
+    let wire: Wire = Default::default();
+    let mut core = Core::new(me, CoreLimits::default(), Box::new(SimPeers { me, wire: wire.clone() }));
+    core.on_view(ring, [], 0);
+    let state = RoomState { next_seq: 1, nodes: vec![], history: vec![], released: 0, pending: vec![], term: 1 };
+    core.on_frame(order[1], ChatFrame::Handoff { room: "r0".into(), state }, 1);
+    let sink = Arc::new(Recorder::default());
+    core.connect(1, "ann", sink.clone(), 1);
+    core.join(1, "r0", None, 1);
+    let replicates = |wire: &Wire| -> Vec<usize> {
+        wire.lock()
+            .unwrap()
+            .drain(..)
+            .filter_map(|(_, _, bytes)| match link::decode(&bytes).unwrap() {
+                LinkFrame::Chat(ChatFrame::Replicate { entries, .. }) => Some(entries.len()),
+                _ => None,
+            })
+            .collect()
+    };
+    replicates(&wire);
+    // One at a time: a Replicate each.
+    for i in 0..3 {
+        core.send(1, "r0", format!("one {i}"), &format!("a{i}"), 2);
+    }
+    assert_eq!(replicates(&wire), vec![1, 1, 1]);
+    // In one batch: one Replicate with all five.
+    core.begin_batch();
+    for i in 0..5 {
+        core.send(1, "r0", format!("batch {i}"), &format!("b{i}"), 3);
+    }
+    assert!(replicates(&wire).is_empty(), "nothing goes to the replica before the batch ends");
+    core.end_batch(3);
+    assert_eq!(replicates(&wire), vec![5]);
+}

@@ -20,7 +20,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::task::AtomicWaker;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hubbub_backplane::{ConnId, ConnSink, Text, now_ms};
 use hubbub_proto::client::{self, ClientMsg, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMsg};
 use tokio::sync::Notify;
@@ -36,6 +36,8 @@ use crate::{AppError, Gateway};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Messages written before one flush.
 const WRITE_BATCH: usize = 64;
+/// Client frames that arrived together handled in one step of the core.
+const READ_BATCH: usize = 64;
 /// A batched frame takes no more messages once it holds this many bytes
 /// (so it is at most this plus one message).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -345,16 +347,35 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
                     written = write_queued(&mut ws, &mut taken, &queue, batch) => if !written { break End::Gone },
                 }
             }
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => handle(&gw, conn, &queue, &text),
-                Some(Ok(Message::Binary(_))) => {
-                    queue.push(refusal_text(ErrorCode::BinaryFrame, "frames are JSON text"));
+            frame = ws.next() => {
+                // The frames that arrived together (up to READ_BATCH) are
+                // handled in one step of the core, in order: what they
+                // sequence goes to the replicas in one `Replicate` per room.
+                let mut frame = frame;
+                let mut texts = Vec::new();
+                let ended = loop {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => texts.push(text),
+                        other => {
+                            handle(&gw, conn, &queue, &mut texts);
+                            if let Some(end) = non_text(other, &queue) {
+                                break Some(end);
+                            }
+                        }
+                    }
+                    if texts.len() >= READ_BATCH {
+                        break None;
+                    }
+                    match ws.next().now_or_never() {
+                        Some(next) => frame = next,
+                        None => break None,
+                    }
+                };
+                handle(&gw, conn, &queue, &mut texts);
+                if let Some(end) = ended {
+                    break end;
                 }
-                Some(Ok(Message::Close(_))) | None => break End::Gone,
-                Some(Ok(_)) => {}
-                Some(Err(WsError::Capacity(_))) => break End::Close(CloseCode::FrameTooLarge),
-                Some(Err(_)) => break End::Gone,
-            },
+            }
         }
     };
     gw.backplane.core().disconnect(conn, now_ms());
@@ -404,29 +425,51 @@ fn welcome(gw: &Gateway, user: &str, session: String, batch: bool) -> Text {
     Text::from(serde_json::to_string(&msg).expect("serializable"))
 }
 
-/// Handles one text frame after `hello`. Never waits.
-fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, text: &str) {
-    let msg = match client::parse(text, &gw.chat.limits) {
-        Ok(msg) => msg,
-        Err(refusal) => {
-            queue.push(Text::from(serde_json::to_string(&refusal.to_msg()).expect("serializable")));
-            return;
+/// A frame that is not text: refused, ignored, or the session's end.
+fn non_text(frame: Option<Result<Message, WsError>>, queue: &ConnQueue) -> Option<End> {
+    match frame {
+        Some(Ok(Message::Binary(_))) => {
+            queue.push(refusal_text(ErrorCode::BinaryFrame, "frames are JSON text"));
+            None
         }
-    };
-    let now = now_ms();
-    match msg {
-        ClientMsg::Hello { .. } => {
-            queue.push(refusal_text(ErrorCode::AlreadyHello, "this connection already said hello"));
-        }
-        ClientMsg::Ping { id } => {
-            queue.push(Text::from(serde_json::to_string(&ServerMsg::Pong { id }).expect("serializable")));
-        }
-        ClientMsg::Join { room, since } => gw.backplane.core().join(conn, &room, since, now),
-        ClientMsg::Leave { room } => gw.backplane.core().leave(conn, &room, now),
-        ClientMsg::Send { room, body, id } => gw.backplane.core().send(conn, &room, body, &id, now),
-        ClientMsg::Direct { to, body, id } => gw.backplane.core().direct(conn, &to, body, &id, now),
-        ClientMsg::Broadcast { body, id } => gw.backplane.core().broadcast(conn, body, &id, now),
+        Some(Ok(Message::Close(_))) | None => Some(End::Gone),
+        Some(Err(WsError::Capacity(_))) => Some(End::Close(CloseCode::FrameTooLarge)),
+        Some(Err(_)) => Some(End::Gone),
+        Some(Ok(_)) => None,
     }
+}
+
+/// Handles the text frames a client sent after `hello` (taking them from
+/// `texts`), in order, in one step of the core. Never waits.
+fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, texts: &mut Vec<Text>) {
+    if texts.is_empty() {
+        return;
+    }
+    // Parsed before the core is locked; answered in order under it.
+    let msgs: Vec<Result<ClientMsg, client::Refusal>> =
+        texts.drain(..).map(|text| client::parse(&text, &gw.chat.limits)).collect();
+    let now = now_ms();
+    let mut core = gw.backplane.core();
+    core.begin_batch();
+    for msg in msgs {
+        match msg {
+            Err(refusal) => {
+                queue.push(Text::from(serde_json::to_string(&refusal.to_msg()).expect("serializable")));
+            }
+            Ok(ClientMsg::Hello { .. }) => {
+                queue.push(refusal_text(ErrorCode::AlreadyHello, "this connection already said hello"));
+            }
+            Ok(ClientMsg::Ping { id }) => {
+                queue.push(Text::from(serde_json::to_string(&ServerMsg::Pong { id }).expect("serializable")));
+            }
+            Ok(ClientMsg::Join { room, since }) => core.join(conn, &room, since, now),
+            Ok(ClientMsg::Leave { room }) => core.leave(conn, &room, now),
+            Ok(ClientMsg::Send { room, body, id }) => core.send(conn, &room, body, &id, now),
+            Ok(ClientMsg::Direct { to, body, id }) => core.direct(conn, &to, body, &id, now),
+            Ok(ClientMsg::Broadcast { body, id }) => core.broadcast(conn, body, &id, now),
+        }
+    }
+    core.end_batch(now);
 }
 
 /// Writes what was taken from the queue, then flushes once: one frame per
