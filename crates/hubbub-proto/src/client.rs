@@ -411,43 +411,13 @@ pub fn split_batch(frame: &str) -> impl Iterator<Item = &str> {
 
 /// Parses and validates one text frame.
 pub fn parse(text: &str, limits: &Limits) -> Result<ClientMsg, Refusal> {
-    let msg = match parse_send(text) {
-        Some(msg) => msg,
-        None => serde_json::from_str::<ClientMsg>(text).map_err(|e| classify(text, &e))?,
-    };
-    validate(&msg, limits)?;
-    Ok(msg)
-}
-
-/// The fields of a `send` frame, the commonest one.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendFields {
-    #[serde(rename = "type")]
-    _type: SendType,
-    room: String,
-    body: String,
-    id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum SendType {
-    Send,
-}
-
-/// `send` written type first (as serde, `JSON.stringify` of `{type, …}`
-/// and every client here write it), parsed straight into its fields: an
-/// internally tagged enum first buffers every field as a generic value,
-/// then parses it again. `None` for anything else, and for anything this
-/// refuses, which [`ClientMsg`]'s own parsing then accepts or explains:
-/// both accept exactly the same frames.
-fn parse_send(text: &str) -> Option<ClientMsg> {
-    if !text.starts_with(r#"{"type":"send","#) {
-        return None;
+    match serde_json::from_str::<ClientMsg>(text) {
+        Ok(msg) => {
+            validate(&msg, limits)?;
+            Ok(msg)
+        }
+        Err(e) => Err(classify(text, &e)),
     }
-    let SendFields { room, body, id, .. } = serde_json::from_str(text).ok()?;
-    Some(ClientMsg::Send { room, body, id })
 }
 
 /// Explains why `text` is not a [`ClientMsg`] (the slow path: bad input only).
@@ -484,35 +454,6 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text, &Limits::default()).unwrap_err().code
-    }
-
-    #[test]
-    fn the_send_fast_path_accepts_and_refuses_what_the_general_parse_does() {
-        let general = |text: &str| -> Result<ClientMsg, ErrorCode> {
-            let msg = serde_json::from_str::<ClientMsg>(text).map_err(|e| classify(text, &e).code)?;
-            validate(&msg, &Limits::default()).map_err(|r| r.code)?;
-            Ok(msg)
-        };
-        let frames = [
-            r#"{"type":"send","room":"r","body":"hi","id":"1"}"#,
-            r#"{"type":"send","id":"1","body":"a \"q\" \n \u00e9","room":"r-2"}"#,
-            r#"{"type":"send","room":"r","body":"hi"}"#,
-            r#"{"type":"send","room":"r","body":"hi","id":"1","extra":1}"#,
-            r#"{"type":"send","room":"r","body":"hi","id":"1","room":"s"}"#,
-            r#"{"type":"send","room":"r","body":"hi","id":1}"#,
-            r#"{"type":"send","room":"r","body":"  ","id":"1"}"#,
-            r#"{"type":"send","room":"bad room","body":"hi","id":"1"}"#,
-            r#"{"type":"send","type":"send","room":"r","body":"hi","id":"1"}"#,
-            r#"{"type":"send","room":"r","body":"hi","id":"1"} x"#,
-            r#"{"type":"send","room":"r","body":"hi","id":"1""#,
-            r#"{"type":"send", "room":"r","body":"hi","id":"1"}"#,
-        ];
-        for text in frames {
-            let fast = parse(text, &Limits::default()).map_err(|r| r.code);
-            assert_eq!(fast, general(text), "{text}");
-        }
-        assert!(parse_send(frames[0]).is_some(), "the common frame takes the fast path");
-        assert!(parse_send(frames[3]).is_none(), "an unknown field is left to the general parse");
     }
 
     #[test]
