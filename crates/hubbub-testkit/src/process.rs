@@ -128,8 +128,18 @@ impl Process {
     }
 
     /// Sends SIGSTOP (the process freezes, sockets stay open).
+    ///
+    /// Returns once every thread of the process is stopped: a signal is
+    /// delivered asynchronously, and a thread running on another core can
+    /// go on handling frames for a moment after kill(1) returns (a test
+    /// that sent right away saw them answered).
     pub fn sigstop(&self) {
         self.signal("STOP");
+        let pid = self.pid();
+        crate::wait_until(Instant::now() + Duration::from_secs(10), Duration::from_millis(1), || {
+            if all_threads_stopped(pid) { Ok(()) } else { Err("a thread still runs".to_owned()) }
+        })
+        .unwrap_or_else(|e| panic!("{}: not stopped after SIGSTOP: {e}", self.label));
     }
 
     /// Sends SIGCONT.
@@ -332,5 +342,16 @@ fn read_all(mut from: impl Read + Send + 'static) -> thread::JoinHandle<String> 
         let mut bytes = Vec::new();
         let _ = from.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` or `t` in
+/// `/proc/<pid>/task/<tid>/stat`; the state follows the parenthesised name).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't')))
+        })
     })
 }
