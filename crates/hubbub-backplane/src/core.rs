@@ -300,12 +300,9 @@ pub(crate) fn delivers<'a>(room: &str, entries: impl IntoIterator<Item = &'a Ent
             texts.push(text);
             continue;
         }
-        if let Some((first, texts, _)) = run.take() {
+        let len = text.len();
+        if let Some((first, texts, _)) = run.replace((e.seq, vec![text], len)) {
             frames.push(ChatFrame::Deliver { room: room.to_owned(), first, texts });
-        }
-        run = Some((e.seq, Vec::new(), text.len()));
-        if let Some((_, texts, _)) = &mut run {
-            texts.push(text);
         }
     }
     if let Some((first, texts, _)) = run {

@@ -27,26 +27,29 @@ fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Tex
 /// [`Core::push`] on the fields it uses, so a caller can hold a borrow of
 /// another field (a room's subscribers) meanwhile.
 fn push_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, frame: Text) {
-    let Some(c) = conns.get_mut(&conn) else { return };
-    if c.closing {
-        return;
-    }
-    counters.delivered_frames += 1;
-    if !c.sink.push(frame) {
-        c.closing = true;
-        counters.slow_consumers_closed += 1;
-        debug!(conn, user = %c.user, "closing a slow consumer");
-    }
+    push_with(conns, counters, conn, 1, |sink| sink.push(frame));
 }
 
 /// [`push_to`] for several frames in one step.
 fn push_all_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, frames: &[Text]) {
+    push_with(conns, counters, conn, frames.len(), |sink| sink.push_all(frames));
+}
+
+/// Hands `count` frames to `conn`'s sink through `push` unless it is
+/// closing; a refusal closes it as a slow consumer.
+fn push_with(
+    conns: &mut HashMap<ConnId, Conn>,
+    counters: &mut ChatCounters,
+    conn: ConnId,
+    count: usize,
+    push: impl FnOnce(&dyn ConnSink) -> bool,
+) {
     let Some(c) = conns.get_mut(&conn) else { return };
     if c.closing {
         return;
     }
-    counters.delivered_frames += frames.len() as u64;
-    if !c.sink.push_all(frames) {
+    counters.delivered_frames += count as u64;
+    if !push(c.sink.as_ref()) {
         c.closing = true;
         counters.slow_consumers_closed += 1;
         debug!(conn, user = %c.user, "closing a slow consumer");

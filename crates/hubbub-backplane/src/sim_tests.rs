@@ -608,6 +608,18 @@ fn a_batch_never_replicates_an_entry_under_a_newer_term() {
     }
 }
 
+/// The chat frames sent so far, with their destination, taken off the wire.
+fn take_chat_frames(wire: &Wire) -> Vec<(NodeId, hubbub_proto::chat::ChatFrame)> {
+    wire.lock()
+        .unwrap()
+        .drain(..)
+        .filter_map(|(_, to, bytes)| match link::decode(&bytes).unwrap() {
+            LinkFrame::Chat(frame) => Some((to, frame)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_release_is_one_delivery_per_node_and_one_answer_per_origin() {
     use hubbub_proto::chat::{ChatFrame, RoomState};
@@ -631,22 +643,12 @@ fn a_release_is_one_delivery_per_node_and_one_answer_per_origin() {
         core.on_frame_in_batch(origin, publish, 2);
     }
     core.end_batch(2);
-    let frames = |wire: &Wire| -> Vec<(NodeId, ChatFrame)> {
-        wire.lock()
-            .unwrap()
-            .drain(..)
-            .filter_map(|(_, to, bytes)| match link::decode(&bytes).unwrap() {
-                LinkFrame::Chat(frame) => Some((to, frame)),
-                _ => None,
-            })
-            .collect()
-    };
-    let replica = frames(&wire)
+    let replica = take_chat_frames(&wire)
         .into_iter()
         .find_map(|(to, f)| matches!(f, ChatFrame::Replicate { .. }).then_some(to))
         .expect("the batch went to a replica");
     core.on_frame(replica, ChatFrame::Replicated { room: "r0".into(), term: 1, seq: 12, need_full: false }, 3);
-    let sent = frames(&wire);
+    let sent = take_chat_frames(&wire);
     for node in others {
         let delivers: Vec<&ChatFrame> = sent
             .iter()
@@ -688,11 +690,10 @@ fn a_connections_requests_in_one_batch_go_to_the_replica_together() {
     core.connect(1, "ann", sink.clone(), 1);
     core.join(1, "r0", None, 1);
     let replicates = |wire: &Wire| -> Vec<usize> {
-        wire.lock()
-            .unwrap()
-            .drain(..)
-            .filter_map(|(_, _, bytes)| match link::decode(&bytes).unwrap() {
-                LinkFrame::Chat(ChatFrame::Replicate { entries, .. }) => Some(entries.len()),
+        take_chat_frames(wire)
+            .into_iter()
+            .filter_map(|(_, frame)| match frame {
+                ChatFrame::Replicate { entries, .. } => Some(entries.len()),
                 _ => None,
             })
             .collect()
