@@ -5,7 +5,7 @@
 //! receives goes through that queue ([`ConnQueue`]), in order: answers,
 //! errors and deliveries. The queue is bounded in bytes; the backplane never
 //! waits on it, so a client that stops reading is closed (4008) instead of
-//! slowing a room. The writer takes up to 64 queued messages at a time and
+//! slowing a room. The writer takes up to 256 queued messages at a time and
 //! flushes once; for a client that asked for batches (`hello.batch`) it also
 //! joins those messages into one frame, one per line.
 
@@ -34,8 +34,10 @@ use crate::{AppError, Gateway};
 
 /// How long a close frame may take to reach a client that is not reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Messages written before one flush.
-const WRITE_BATCH: usize = 64;
+/// Messages written before one flush. 256 rather than 64: a subscriber of
+/// a busy room then gets its backlog in a quarter of the writes (on both
+/// ends, a write or a read is a syscall and a wake-up); BENCHMARKS.md.
+const WRITE_BATCH: usize = 256;
 /// Client frames that arrived together handled in one step of the core.
 const READ_BATCH: usize = 64;
 /// A batched frame takes no more messages once it holds this many bytes
