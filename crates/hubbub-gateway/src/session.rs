@@ -39,7 +39,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// ends, a write or a read is a syscall and a wake-up); BENCHMARKS.md.
 const WRITE_BATCH: usize = 256;
 /// Client frames that arrived together handled in one step of the core.
-const READ_BATCH: usize = 64;
+/// 256 rather than 64: a publisher's burst makes longer runs per room, so
+/// fewer `Replicate`s, releases and `Deliver`s (BENCHMARKS.md). A step of
+/// 256 sends holds the core's lock for well under a millisecond.
+const READ_BATCH: usize = 256;
 /// A batched frame takes no more messages once it holds this many bytes
 /// (so it is at most this plus one message).
 const BATCH_BYTES: usize = 64 * 1024;
