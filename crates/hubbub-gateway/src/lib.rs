@@ -15,6 +15,7 @@
 
 mod debug;
 mod error;
+mod frames;
 mod link;
 mod session;
 mod upgrade;

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::debug;
 
+use crate::frames::FrameWriter;
 use crate::upgrade::ServerWs;
 use crate::{AppError, Gateway};
 
@@ -238,13 +239,14 @@ async fn send_now(ws: &mut ServerWs, msg: &ServerMsg) -> bool {
         .is_ok()
 }
 
-/// Sends a close frame, then reads (and drops) what the client still sends
-/// until its close reply, so the socket is not reset with unread data (a
-/// reset can destroy the close frame before the client reads it).
-async fn close(ws: &mut ServerWs, code: CloseCode) {
+/// Finishes the frames `writer` holds, sends a close frame, then reads (and
+/// drops) what the client still sends until its close reply, so the socket
+/// is not reset with unread data (a reset can destroy the close frame
+/// before the client reads it).
+async fn close(ws: &mut ServerWs, writer: &mut FrameWriter, code: CloseCode) {
     let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if ws.close(Some(frame)).await.is_err() {
+        if writer.write_to(ws.get_mut()).await.is_err() || ws.close(Some(frame)).await.is_err() {
             return;
         }
         while let Some(Ok(_)) = ws.next().await {}
@@ -275,7 +277,7 @@ async fn hello(ws: &mut ServerWs, gw: &Gateway) -> Option<Hello> {
             Ok(Message::Close(_)) => return None,
             Ok(_) => continue,
             Err(WsError::Capacity(_)) => {
-                close(ws, CloseCode::FrameTooLarge).await;
+                close(ws, &mut FrameWriter::default(), CloseCode::FrameTooLarge).await;
                 return None;
             }
             Err(_) => return None,
@@ -305,7 +307,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
             Ok(Some(hello)) => hello,
             Ok(None) => return,
             Err(_) => {
-                close(&mut ws, CloseCode::HelloTimeout).await;
+                close(&mut ws, &mut FrameWriter::default(), CloseCode::HelloTimeout).await;
                 return;
             }
         };
@@ -328,9 +330,11 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
     // kept by the `Notify`, so none is missed between rounds.
     let closing = queue.wake.notified();
     tokio::pin!(closing);
-    // What the writer took from the queue, and how much it took last time.
+    // What the writer took from the queue, how much it took last time, and
+    // the frames not written yet (kept across a close request).
     let mut taken = VecDeque::new();
     let mut backlog = 0;
+    let mut writer = FrameWriter::default();
     let end = loop {
         // Not biased: a connection with a queue that never empties (a busy
         // publisher's acks and echoes) must still have its frames read.
@@ -349,7 +353,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
                 tokio::select! {
                     biased;
                     _ = &mut closing => break End::Close(closing_code(&queue)),
-                    written = write_queued(&mut ws, &mut taken, &queue, batch) => if !written { break End::Gone },
+                    written = write_queued(&mut ws, &mut writer, &mut taken, &queue, batch) => if !written { break End::Gone },
                 }
             }
             frame = ws.next() => {
@@ -386,7 +390,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
     gw.backplane.core().disconnect(conn, now_ms());
     if let End::Close(code) = end {
         debug!(conn, user, code = code.code(), "closing client connection");
-        close(&mut ws, code).await;
+        close(&mut ws, &mut writer, code).await;
     }
 }
 
@@ -477,35 +481,39 @@ fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, texts: &mut Vec<Text>) 
     core.end_batch(now);
 }
 
-/// Writes what was taken from the queue, then flushes once: one frame per
-/// message, or one frame of lines when the client asked for batches (two
-/// when the messages pass [`BATCH_BYTES`]). `false`: the connection is gone.
-async fn write_queued(ws: &mut ServerWs, taken: &mut VecDeque<Text>, queue: &ConnQueue, batch: bool) -> bool {
-    let mut sent = 0;
-    while !taken.is_empty() {
-        let (frame, bytes) = if batch {
-            join_batch(taken)
-        } else {
-            let text = taken.pop_front().unwrap_or_default();
-            let len = text.len();
-            (text, len)
-        };
-        sent += bytes;
-        if ws.feed(Message::Text(frame)).await.is_err() {
-            return false;
-        }
+/// Writes what was taken from the queue as frames, in one vectored write
+/// where the socket takes it (see [`FrameWriter`]): one frame per message,
+/// or one frame of lines when the client asked for batches (more when the
+/// messages pass [`BATCH_BYTES`]). tungstenite's own buffer (a pong) goes
+/// out first. `false`: the connection is gone.
+async fn write_queued(
+    ws: &mut ServerWs,
+    writer: &mut FrameWriter,
+    taken: &mut VecDeque<Text>,
+    queue: &ConnQueue,
+    batch: bool,
+) -> bool {
+    if ws.flush().await.is_err() {
+        return false;
     }
-    let ok = ws.flush().await.is_ok();
+    let mut sent = 0;
+    let texts = taken.make_contiguous();
+    let mut at = 0;
+    while at < texts.len() {
+        let count = if batch { batch_len(&texts[at..]) } else { 1 };
+        sent += writer.frame(&texts[at..at + count]);
+        at += count;
+    }
+    taken.clear();
+    let ok = writer.write_to(ws.get_mut()).await.is_ok();
     queue.queued.fetch_sub(sent, Ordering::Relaxed);
     ok
 }
 
-/// The front of `taken` as one frame of lines: up to [`WRITE_BATCH`]
-/// messages, stopping once [`BATCH_BYTES`] are taken (so at most that plus
-/// one message), and the queued bytes it holds (separators are not). A lone
-/// message is sent as it is, without a copy; a joined frame is sized first
-/// and allocated once.
-fn join_batch(taken: &mut VecDeque<Text>) -> (Text, usize) {
+/// How many messages from the front of `taken` make one batched frame: up
+/// to [`WRITE_BATCH`], stopping once [`BATCH_BYTES`] are taken (so at most
+/// that plus one message).
+fn batch_len(taken: &[Text]) -> usize {
     let mut count = 0;
     let mut bytes = 0;
     for text in taken.iter().take(WRITE_BATCH) {
@@ -515,17 +523,7 @@ fn join_batch(taken: &mut VecDeque<Text>) -> (Text, usize) {
             break;
         }
     }
-    if count <= 1 {
-        return (taken.pop_front().unwrap_or_default(), bytes);
-    }
-    let mut frame = String::with_capacity(bytes + count - 1);
-    for (i, text) in taken.drain(..count).enumerate() {
-        if i > 0 {
-            frame.push(client::BATCH_SEPARATOR);
-        }
-        frame.push_str(text.as_str());
-    }
-    (Text::from(frame), bytes)
+    count
 }
 
 #[cfg(test)]
@@ -537,33 +535,15 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_joins_what_is_queued_one_message_per_line() {
-        let mut taken = queue(&[r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
-        let (frame, bytes) = join_batch(&mut taken);
-        assert_eq!(frame.as_str(), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
-        assert_eq!(bytes, 21, "bytes of the three messages, without separators");
-        assert!(taken.is_empty());
-
-        let mut one = queue(&["{}"]);
-        let (frame, bytes) = join_batch(&mut one);
-        assert_eq!((frame.as_str(), bytes), ("{}", 2));
-        assert!(one.is_empty());
-    }
-
-    #[test]
     fn a_batch_is_bounded_in_messages_and_bytes() {
         let many: Vec<String> = (0..WRITE_BATCH + 10).map(|i| format!("{{\"i\":{i}}}")).collect();
         let mut taken = queue(&many.iter().map(String::as_str).collect::<Vec<_>>());
-        let (frame, _) = join_batch(&mut taken);
-        assert_eq!(client::split_batch(frame.as_str()).count(), WRITE_BATCH);
-        assert_eq!(taken.len(), 10, "the rest goes in the next frame");
+        assert_eq!(batch_len(taken.make_contiguous()), WRITE_BATCH, "the rest goes in the next frame");
+        assert_eq!(batch_len(&[Text::from("{}")]), 1);
 
         let big = "x".repeat(BATCH_BYTES / 2);
         let mut taken = queue(&[&big, &big, &big, &big]);
-        let (frame, bytes) = join_batch(&mut taken);
-        assert_eq!(client::split_batch(frame.as_str()).count(), 2, "stops once {BATCH_BYTES} bytes are taken");
-        assert_eq!(bytes, BATCH_BYTES);
-        assert_eq!(taken.len(), 2);
+        assert_eq!(batch_len(taken.make_contiguous()), 2, "stops once {BATCH_BYTES} bytes are taken");
     }
 
     #[tokio::test]
