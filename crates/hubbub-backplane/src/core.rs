@@ -35,13 +35,52 @@ pub trait ConnSink: Send + Sync {
     /// Queues one text frame. `false`: the queue is over its limit; the sink
     /// has started closing the connection as a slow consumer.
     fn push(&self, text: Text) -> bool;
-    /// Queues several text frames in order: what pushing each would do (it
-    /// stops at a refusal), in one step.
-    fn push_all(&self, texts: &[Text]) -> bool {
-        texts.iter().all(|text| self.push(text.clone()))
+    /// Queues a run of a room's messages in order: what pushing each would
+    /// do (it stops at a refusal), in one step. A sink whose client reads
+    /// several messages per frame may queue [`Run::lines`] instead.
+    fn push_run(&self, run: &Run) -> bool {
+        run.texts().iter().all(|text| self.push(text.clone()))
     }
     /// Closes the connection with `code` (after what is already queued).
     fn close(&self, code: CloseCode);
+}
+
+/// Consecutive messages of one room, handed to each local subscriber in
+/// one step. The messages joined one per line (what a batched client frame
+/// holds) are made once, for the first subscriber that wants them, and
+/// shared by the rest.
+pub struct Run {
+    texts: Vec<Text>,
+    lines: std::cell::OnceCell<Text>,
+}
+
+impl Run {
+    pub fn new(texts: Vec<Text>) -> Run {
+        Run { texts, lines: std::cell::OnceCell::new() }
+    }
+
+    /// The messages, in order.
+    pub fn texts(&self) -> &[Text] {
+        &self.texts
+    }
+
+    /// The messages joined by [`hubbub_proto::client::BATCH_SEPARATOR`].
+    pub fn lines(&self) -> &Text {
+        self.lines.get_or_init(|| match self.texts.as_slice() {
+            [text] => text.clone(),
+            texts => {
+                let len = texts.iter().map(|text| text.len() + 1).sum::<usize>().saturating_sub(1);
+                let mut lines = String::with_capacity(len);
+                for (i, text) in texts.iter().enumerate() {
+                    if i > 0 {
+                        lines.push(hubbub_proto::client::BATCH_SEPARATOR);
+                    }
+                    lines.push_str(text.as_str());
+                }
+                Text::from(lines)
+            }
+        })
+    }
 }
 
 /// Where frames for peers go: the node links. Must not block; frames to one

@@ -26,7 +26,7 @@ mod replication;
 #[cfg(test)]
 mod sim_tests;
 
-pub use crate::core::{ChatCounters, ConnId, ConnSink, Core, CoreLimits, HeldRoom, LocalRoomInfo, PeerSink, Text};
+pub use crate::core::{ChatCounters, ConnId, ConnSink, Core, CoreLimits, HeldRoom, LocalRoomInfo, PeerSink, Run, Text};
 pub use crate::driver::{Backplane, now_ms};
 pub use crate::history::HistoryLimits;
 pub use crate::quorum::{Fencing, FencingConfig};

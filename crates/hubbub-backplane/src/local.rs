@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use crate::core::{
     Catchup, ChatCounters, Conn, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REFRESH_MS,
-    REORDER_LIMIT, RETRY_MS, SubState, Text, text,
+    REORDER_LIMIT, RETRY_MS, Run, SubState, Text, text,
 };
 
 fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Text {
@@ -30,9 +30,9 @@ fn push_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn:
     push_with(conns, counters, conn, 1, |sink| sink.push(frame));
 }
 
-/// [`push_to`] for several frames in one step.
-fn push_all_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, frames: &[Text]) {
-    push_with(conns, counters, conn, frames.len(), |sink| sink.push_all(frames));
+/// [`push_to`] for a run of frames in one step.
+fn push_run_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, run: &Run) {
+    push_with(conns, counters, conn, run.texts().len(), |sink| sink.push_run(run));
 }
 
 /// Hands `count` frames to `conn`'s sink through `push` unless it is
@@ -394,8 +394,9 @@ impl Core {
         {
             local.last_seq = first + frames.len() as u64 - 1;
             local.gap_since_ms = None;
+            let run = Run::new(frames);
             for conn in &local.subscribers {
-                push_all_to(&mut self.conns, &mut self.counters, *conn, &frames);
+                push_run_to(&mut self.conns, &mut self.counters, *conn, &run);
             }
             return;
         }

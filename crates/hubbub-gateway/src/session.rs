@@ -21,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hubbub_backplane::{ConnId, ConnSink, Text, now_ms};
+use hubbub_backplane::{ConnId, ConnSink, Run, Text, now_ms};
 use hubbub_proto::client::{self, ClientMsg, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMsg};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -44,8 +44,9 @@ const WRITE_BATCH: usize = 256;
 /// fewer `Replicate`s, releases and `Deliver`s (BENCHMARKS.md). A step of
 /// 256 sends holds the core's lock for well under a millisecond.
 const READ_BATCH: usize = 256;
-/// A batched frame takes no more messages once it holds this many bytes
-/// (so it is at most this plus one message).
+/// A batched frame takes no more queued items once it holds this many bytes
+/// (so it is at most this plus one item: a message, or a room's run of
+/// them, at most 256 KiB).
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// Client-session settings.
@@ -99,18 +100,22 @@ struct ConnQueue {
     /// Bytes queued and not yet written.
     queued: AtomicUsize,
     limit: usize,
+    /// The client reads several messages per frame (`hello.batch`): a run
+    /// is queued as one item, its messages already joined one per line.
+    batch: bool,
     close: Mutex<Option<CloseCode>>,
     wake: Notify,
 }
 
 impl ConnQueue {
     /// An empty queue that closes its connection past `limit` bytes.
-    fn new(limit: usize) -> ConnQueue {
+    fn new(limit: usize, batch: bool) -> ConnQueue {
         ConnQueue {
             texts: Mutex::new(VecDeque::new()),
             writer: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             limit,
+            batch,
             close: Mutex::new(None),
             wake: Notify::new(),
         }
@@ -164,9 +169,13 @@ impl ConnSink for ConnQueue {
         self.enqueue(text.len(), |texts| texts.push_back(text))
     }
 
-    fn push_all(&self, frames: &[Text]) -> bool {
-        let len = frames.iter().map(|text| text.len()).sum();
-        self.enqueue(len, |texts| texts.extend(frames.iter().cloned()))
+    fn push_run(&self, run: &Run) -> bool {
+        if self.batch {
+            let lines = run.lines();
+            return self.enqueue(lines.len(), |texts| texts.push_back(lines.clone()));
+        }
+        let len = run.texts().iter().map(|text| text.len()).sum();
+        self.enqueue(len, |texts| texts.extend(run.texts().iter().cloned()))
     }
 
     fn close(&self, code: CloseCode) {
@@ -312,7 +321,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
             }
         };
     let conn: ConnId = gw.next_conn.fetch_add(1, Ordering::Relaxed);
-    let queue = Arc::new(ConnQueue::new(gw.chat.client_queue_bytes));
+    let queue = Arc::new(ConnQueue::new(gw.chat.client_queue_bytes, batch));
     // A session named in `hello` is resumed: the same id, which the room
     // owners' de-duplication of retried sends is keyed on with the user.
     let session = resume.filter(|s| valid_session(s)).unwrap_or_else(session_id);
@@ -548,7 +557,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_to_an_empty_queue_wakes_the_writer_and_one_take_gets_all() {
-        let queue = Arc::new(ConnQueue::new(1 << 20));
+        let queue = Arc::new(ConnQueue::new(1 << 20, false));
         let writer = tokio::spawn({
             let queue = queue.clone();
             async move {
@@ -572,28 +581,44 @@ mod tests {
         queue.take(&mut taken);
         assert_eq!(taken.len(), WRITE_BATCH + 6);
         // Over the limit: refused and closing.
-        let small = ConnQueue::new(4);
+        let small = ConnQueue::new(4, false);
         assert!(!small.push(Text::from("{\"b\":22}")));
         assert_eq!(closing_code(&small), CloseCode::SlowConsumer);
     }
 
     #[tokio::test]
     async fn a_run_pushed_at_once_is_queued_in_order_and_counted_whole() {
-        let queue = Arc::new(ConnQueue::new(20));
+        let queue = Arc::new(ConnQueue::new(20, false));
         let writer = tokio::spawn({
             let queue = queue.clone();
             async move { queue.ready().await }
         });
         tokio::task::yield_now().await;
-        let run = [Text::from("{\"a\":1}"), Text::from("{\"b\":2}")];
-        assert!(queue.push_all(&run));
+        let run = Run::new(vec![Text::from("{\"a\":1}"), Text::from("{\"b\":2}")]);
+        assert!(queue.push_run(&run));
         tokio::time::timeout(Duration::from_secs(5), writer).await.expect("woken").expect("joined");
         let mut taken = VecDeque::new();
         queue.take(&mut taken);
-        assert_eq!(taken, VecDeque::from(run.to_vec()));
+        assert_eq!(taken, VecDeque::from(run.texts().to_vec()));
         assert_eq!(queue.queued.load(Ordering::Relaxed), 14);
         // 14 + 14 bytes pass the 20-byte limit: the whole run is refused.
-        assert!(!queue.push_all(&run));
+        assert!(!queue.push_run(&run));
         assert_eq!(closing_code(&queue), CloseCode::SlowConsumer);
+    }
+
+    #[test]
+    fn a_batched_clients_queue_takes_a_run_as_one_item_of_lines_joined_once() {
+        let run = Run::new(vec![Text::from("{\"a\":1}"), Text::from("{\"b\":2}")]);
+        let (one, two) = (ConnQueue::new(1 << 20, true), ConnQueue::new(1 << 20, true));
+        assert!(one.push_run(&run) && two.push_run(&run));
+        let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+        one.take(&mut a);
+        two.take(&mut b);
+        assert_eq!(a, VecDeque::from([Text::from("{\"a\":1}\n{\"b\":2}")]));
+        assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "the same bytes for every subscriber");
+        assert_eq!(one.queued.load(Ordering::Relaxed), 15, "the separator is counted");
+        // A run of one is the message itself.
+        let lone = Run::new(vec![Text::from("{}")]);
+        assert_eq!(lone.lines().as_ptr(), lone.texts()[0].as_ptr());
     }
 }
