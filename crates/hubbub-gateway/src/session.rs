@@ -48,6 +48,9 @@ const READ_BATCH: usize = 256;
 /// (so it is at most this plus one item: a message, or a room's run of
 /// them, at most 256 KiB).
 const BATCH_BYTES: usize = 64 * 1024;
+/// A queued item this large is a frame of its own, written without a copy
+/// (see [`batch_len`]).
+const OWN_FRAME_BYTES: usize = 2 * 1024;
 
 /// Client-session settings.
 #[derive(Clone, Debug)]
@@ -519,13 +522,18 @@ async fn write_queued(
     ok
 }
 
-/// How many messages from the front of `taken` make one batched frame: up
-/// to [`WRITE_BATCH`], stopping once [`BATCH_BYTES`] are taken (so at most
-/// that plus one message).
+/// How many queued items from the front of `taken` make one batched frame:
+/// up to [`WRITE_BATCH`], stopping once [`BATCH_BYTES`] are taken (so at
+/// most that plus one item). An item of [`OWN_FRAME_BYTES`] or more (a
+/// room's run, usually) is a frame of its own: it goes out from the bytes
+/// every subscriber shares, where joining it would copy it per subscriber.
 fn batch_len(taken: &[Text]) -> usize {
     let mut count = 0;
     let mut bytes = 0;
     for text in taken.iter().take(WRITE_BATCH) {
+        if text.len() >= OWN_FRAME_BYTES {
+            return count.max(1);
+        }
         count += 1;
         bytes += text.len();
         if bytes >= BATCH_BYTES {
@@ -550,9 +558,19 @@ mod tests {
         assert_eq!(batch_len(taken.make_contiguous()), WRITE_BATCH, "the rest goes in the next frame");
         assert_eq!(batch_len(&[Text::from("{}")]), 1);
 
-        let big = "x".repeat(BATCH_BYTES / 2);
-        let mut taken = queue(&[&big, &big, &big, &big]);
-        assert_eq!(batch_len(taken.make_contiguous()), 2, "stops once {BATCH_BYTES} bytes are taken");
+        let kib = "x".repeat(1024);
+        let mut taken = queue(&vec![kib.as_str(); 100]);
+        assert_eq!(batch_len(taken.make_contiguous()), BATCH_BYTES / 1024, "stops once {BATCH_BYTES} bytes are taken");
+    }
+
+    #[test]
+    fn a_large_item_is_a_frame_of_its_own() {
+        let run = "r".repeat(OWN_FRAME_BYTES);
+        let mut taken = queue(&["{}", "{}", &run, "{}"]);
+        let taken = taken.make_contiguous();
+        assert_eq!(batch_len(taken), 2, "the small ones before it");
+        assert_eq!(batch_len(&taken[2..]), 1, "the large one alone");
+        assert_eq!(batch_len(&taken[3..]), 1);
     }
 
     #[tokio::test]
