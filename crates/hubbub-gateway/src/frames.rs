@@ -3,12 +3,13 @@
 //! tungstenite copies every outgoing payload into its own write buffer, one
 //! per connection. For a room with many subscribers that copy, into a buffer
 //! no longer in cache, was the largest single cost of a node (27 % at 300
-//! subscribers per room; BENCHMARKS.md). Here a lone message goes out as a
-//! header and the message's own bytes (shared by every subscriber's queue);
-//! the messages of a batched frame are joined once, with the header, into a
-//! fresh buffer (still in cache when the kernel copies it: handing the
-//! kernel every message as its own slice instead cost as much in its copy
-//! loop). Everything queued goes out in one vectored write.
+//! subscribers per room; BENCHMARKS.md). Here a frame of one queued item (a
+//! message, or a room's run already joined for batched clients) goes out as
+//! a header and the item's own bytes, shared by every subscriber's queue;
+//! several small items of a batched frame are joined once, with the header,
+//! into a fresh buffer (still in cache when the kernel copies it: handing
+//! the kernel every message as its own slice instead cost as much in its
+//! copy loop). Everything queued goes out in one vectored write.
 //!
 //! A server frame (RFC 6455, section 5.2) is not masked: FIN and the text
 //! opcode, the payload length (7 bits, or 126 and 16 bits, or 127 and 64
@@ -131,10 +132,11 @@ impl FrameWriter {
         io.flush().await
     }
 
-    /// Drops the first `n` bytes of what is queued.
+    /// Drops the first `n` bytes of what is queued, and any empty segment
+    /// they leave at the front (a write of nothing but empty slices would
+    /// return 0 and read as a closed socket).
     fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.segments.front() else { return };
+        while let Some(front) = self.segments.front() {
             let left = front.bytes().len() - self.offset;
             if n < left {
                 self.offset += n;
@@ -216,6 +218,8 @@ mod tests {
         let got = round_trip(&frames, usize::MAX).await;
         let want: Vec<String> = frames.iter().map(|f| f[0].clone()).collect();
         assert_eq!(got, want);
+        // An empty frame last: nothing but a header, and the write ends.
+        assert_eq!(round_trip(&[vec![String::new()]], usize::MAX).await, [""]);
     }
 
     #[tokio::test]

@@ -5,9 +5,10 @@
 //! receives goes through that queue ([`ConnQueue`]), in order: answers,
 //! errors and deliveries. The queue is bounded in bytes; the backplane never
 //! waits on it, so a client that stops reading is closed (4008) instead of
-//! slowing a room. The writer takes up to 256 queued messages at a time and
-//! flushes once; for a client that asked for batches (`hello.batch`) it also
-//! joins those messages into one frame, one per line.
+//! slowing a room. The writer takes up to 256 queued items at a time and
+//! writes them in one vectored write (`frames.rs`); for a client that asked
+//! for batches (`hello.batch`) it also joins small ones into one frame, one
+//! message per line, and a room's run of messages is one item.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -35,7 +36,8 @@ use crate::{AppError, Gateway};
 
 /// How long a close frame may take to reach a client that is not reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Messages written before one flush. 256 rather than 64: a subscriber of
+/// Queued items (messages, or a batched client's runs) written per round.
+/// 256 rather than 64: a subscriber of
 /// a busy room then gets its backlog in a quarter of the writes (on both
 /// ends, a write or a read is a syscall and a wake-up); BENCHMARKS.md.
 const WRITE_BATCH: usize = 256;
