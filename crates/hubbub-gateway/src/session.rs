@@ -367,7 +367,7 @@ async fn run(gw: Arc<Gateway>, mut ws: ServerWs) {
                 tokio::select! {
                     biased;
                     _ = &mut closing => break End::Close(closing_code(&queue)),
-                    written = write_queued(&mut ws, &mut writer, &mut taken, &queue, batch) => if !written { break End::Gone },
+                    written = write_queued(&mut ws, &mut writer, &mut taken, &queue) => if !written { break End::Gone },
                 }
             }
             frame = ws.next() => {
@@ -497,15 +497,14 @@ fn handle(gw: &Gateway, conn: ConnId, queue: &ConnQueue, texts: &mut Vec<Text>) 
 
 /// Writes what was taken from the queue as frames, in one vectored write
 /// where the socket takes it (see [`FrameWriter`]): one frame per message,
-/// or one frame of lines when the client asked for batches (more when the
-/// messages pass [`BATCH_BYTES`]). tungstenite's own buffer (a pong) goes
-/// out first. `false`: the connection is gone.
+/// or frames of lines when the client asked for batches (see
+/// [`batch_len`]). tungstenite's own buffer (a pong) goes out first.
+/// `false`: the connection is gone.
 async fn write_queued(
     ws: &mut ServerWs,
     writer: &mut FrameWriter,
     taken: &mut VecDeque<Text>,
     queue: &ConnQueue,
-    batch: bool,
 ) -> bool {
     if ws.flush().await.is_err() {
         return false;
@@ -514,7 +513,7 @@ async fn write_queued(
     let texts = taken.make_contiguous();
     let mut at = 0;
     while at < texts.len() {
-        let count = if batch { batch_len(&texts[at..]) } else { 1 };
+        let count = if queue.batch { batch_len(&texts[at..]) } else { 1 };
         sent += writer.frame(&texts[at..at + count]);
         at += count;
     }
