@@ -409,9 +409,34 @@ pub fn split_batch(frame: &str) -> impl Iterator<Item = &str> {
     frame.split(BATCH_SEPARATOR).filter(|line| !line.is_empty())
 }
 
+/// A `send` frame read straight into its fields. serde reads an internally
+/// tagged enum such as [`ClientMsg`] by buffering the whole object and then
+/// reading the buffer, so every publish was parsed twice. The fields are
+/// exactly those of [`ClientMsg::Send`], and a frame this does not read
+/// goes through [`ClientMsg`]'s own deserializer: both accept the same
+/// frames with the same values.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    room: String,
+    body: String,
+    id: String,
+}
+
+fn parse_send(text: &str) -> Option<ClientMsg> {
+    let frame = serde_json::from_str::<SendFrame<'_>>(text).ok()?;
+    (frame.kind == "send").then_some(ClientMsg::Send { room: frame.room, body: frame.body, id: frame.id })
+}
+
 /// Parses and validates one text frame.
 pub fn parse(text: &str, limits: &Limits) -> Result<ClientMsg, Refusal> {
-    match serde_json::from_str::<ClientMsg>(text) {
+    let parsed = match parse_send(text) {
+        Some(msg) => Ok(msg),
+        None => serde_json::from_str::<ClientMsg>(text),
+    };
+    match parsed {
         Ok(msg) => {
             validate(&msg, limits)?;
             Ok(msg)
@@ -573,10 +598,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_send_reads_the_same_on_both_paths() {
+        let sends = [
+            r#"{"type":"send","room":"r1","body":"hi","id":"1"}"#,
+            r#"{"id":"1","body":"h\u00e9 \"x\"","room":"r1","type":"s\u0065nd"}"#,
+        ];
+        for text in sends {
+            let fast = parse_send(text).expect("read by the fast path");
+            assert_eq!(fast, serde_json::from_str::<ClientMsg>(text).unwrap(), "{text}");
+        }
+        // Not sends, or not valid ones: left to the full deserializer.
+        for text in [
+            r#"{"type":"join","room":"r1"}"#,
+            r#"{"type":"send","room":"r1","body":"hi","id":"1","extra":1}"#,
+            r#"{"type":"send","room":"r1","body":"hi","id":"1","id":"2"}"#,
+            r#"{"type":"send","room":"r1","body":"hi"}"#,
+            r#"{"type":"broadcast","room":"r1","body":"hi","id":"1"}"#,
+        ] {
+            assert!(parse_send(text).is_none(), "{text}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn parse_never_panics(text in ".{0,200}") {
             let _ = parse(&text, &Limits::default());
+        }
+
+        /// Whatever the fast path reads, the full deserializer reads alike.
+        #[test]
+        fn the_send_fast_path_agrees_with_the_full_parse(
+            keys in proptest::sample::subsequence(vec!["type", "room", "body", "id", "to"], 0..=5),
+            kind in proptest::sample::select(vec!["send", "join", "s\\u0065nd"]),
+            value in "[a-z\"\\\\ é]{0,6}",
+        ) {
+            let fields: Vec<String> = keys
+                .iter()
+                .map(|k| match *k {
+                    "type" => format!(r#""type":"{kind}""#),
+                    k => format!(r#""{k}":{}"#, serde_json::to_string(&value).unwrap()),
+                })
+                .collect();
+            let text = format!("{{{}}}", fields.join(","));
+            if let Some(fast) = parse_send(&text) {
+                proptest::prop_assert_eq!(Some(fast), serde_json::from_str::<ClientMsg>(&text).ok());
+            }
         }
     }
 }
