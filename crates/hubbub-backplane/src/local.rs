@@ -7,7 +7,7 @@
 //! buffer (deliveries from an old and a new owner travel on different
 //! links), a delivery at or below `last_seq` is a duplicate and dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hubbub_proto::chat::{ChatFrame, Entry};
@@ -16,7 +16,7 @@ use hubbub_ring::{room_key, user_key};
 use tracing::{debug, warn};
 
 use crate::core::{
-    Catchup, ChatCounters, Conn, ConnId, ConnSink, Core, LocalRoom, LocalUser, Pending, PendingKind, REFRESH_MS,
+    Catchup, ChatCounters, Conn, ConnId, ConnSink, Core, IdMap, LocalRoom, LocalUser, Pending, PendingKind, REFRESH_MS,
     REORDER_LIMIT, RETRY_MS, Run, SubState, Text, text,
 };
 
@@ -26,19 +26,19 @@ fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Tex
 
 /// [`Core::push`] on the fields it uses, so a caller can hold a borrow of
 /// another field (a room's subscribers) meanwhile.
-fn push_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, frame: Text) {
+fn push_to(conns: &mut IdMap<Conn>, counters: &mut ChatCounters, conn: ConnId, frame: Text) {
     push_with(conns, counters, conn, 1, |sink| sink.push(frame));
 }
 
 /// [`push_to`] for a run of frames in one step.
-fn push_run_to(conns: &mut HashMap<ConnId, Conn>, counters: &mut ChatCounters, conn: ConnId, run: &Run) {
+fn push_run_to(conns: &mut IdMap<Conn>, counters: &mut ChatCounters, conn: ConnId, run: &Run) {
     push_with(conns, counters, conn, run.texts().len(), |sink| sink.push_run(run));
 }
 
 /// Hands `count` frames to `conn`'s sink through `push` unless it is
 /// closing; a refusal closes it as a slow consumer.
 fn push_with(
-    conns: &mut HashMap<ConnId, Conn>,
+    conns: &mut IdMap<Conn>,
     counters: &mut ChatCounters,
     conn: ConnId,
     count: usize,
