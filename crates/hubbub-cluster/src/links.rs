@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use hubbub_proto::chat::ChatFrame;
 use hubbub_proto::link::{self, LinkFrame, MAX_FRAME_LEN, NONCE_LEN};
 use hubbub_ring::NodeId;
@@ -36,8 +36,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -52,6 +52,9 @@ pub const LINK_PATH: &str = "/internal/link";
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A link that hears nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pongs owed to the peer's pings, waiting for the writer; beyond, a ping
+/// goes unanswered (the peer hears the frames already on their way).
+const PONG_BACKLOG: usize = 4;
 /// The handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -293,7 +296,7 @@ impl Links {
         Ok(name)
     }
 
-    async fn run_session<S>(&self, mut ws: WebSocketStream<S>, peer: NodeId, name: String, direction: Direction)
+    async fn run_session<S>(&self, ws: WebSocketStream<S>, peer: NodeId, name: String, direction: Direction)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -316,47 +319,72 @@ impl Links {
             _ = stop.cancelled() => return,
             rx = queue.lock_owned() => rx,
         };
-        let mut queue_open = true;
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        let mut last_heard = tokio::time::Instant::now();
-        let result: Result<(), LinkError> = loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break Ok(()),
-                frame = rx.recv(), if queue_open => match frame {
-                    Some(f) => if let Err(e) = send_batch(&mut ws, f, &mut rx).await { break Err(e) },
-                    // The peer left the membership and its queue was dropped:
-                    // nothing more goes out, but what it still sends is read
-                    // until it closes the link or the link idles out.
-                    None => queue_open = false,
-                },
-                msg = ws.next() => match msg {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        last_heard = tokio::time::Instant::now();
-                        match link::decode(&bytes) {
-                            Ok(LinkFrame::Ping { at_ms }) => {
-                                if let Err(e) = send(&mut ws, &LinkFrame::Pong { at_ms }).await { break Err(e) }
-                            }
-                            Ok(LinkFrame::Pong { .. }) => {}
-                            Ok(LinkFrame::Chat(frame)) => match self.chat.get() {
-                                Some(inbox) => if inbox.send((peer, frame)).await.is_err() { break Ok(()) },
-                                None => debug!(peer = %name, "chat frame before the backplane started"),
-                            },
-                            Ok(other) => debug!(peer = %name, frame = ?other, "unexpected frame after handshake"),
-                            Err(e) => break Err(e.into()),
+        // Reading and writing progress independently. A session that read
+        // only between writes deadlocked with its peer once both wrote more
+        // than the two sockets buffer: each blocked writing, neither reading,
+        // for good (a scale-up does that: room handoffs flow one way, full
+        // replica copies the other).
+        let (mut sink, mut stream) = ws.split();
+        let (pongs, mut pongs_rx) = mpsc::channel::<u64>(PONG_BACKLOG);
+        let writer = async {
+            let mut queue_open = true;
+            let mut heartbeat = tokio::time::interval(HEARTBEAT);
+            loop {
+                let sent = tokio::select! {
+                    biased;
+                    frame = rx.recv(), if queue_open => match frame {
+                        Some(f) => send_batch(&mut sink, f, &mut rx).await,
+                        // The peer left the membership and its queue was
+                        // dropped: nothing more goes out, but what it still
+                        // sends is read until it closes the link or the link
+                        // idles out.
+                        None => {
+                            queue_open = false;
+                            Ok(())
                         }
-                    }
-                    Some(Ok(Message::Close(_))) | None => break Err(LinkError::Closed),
-                    Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
-                    Some(Err(e)) => break Err(e.into()),
-                },
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > IDLE_TIMEOUT {
-                        break Err(LinkError::Idle(IDLE_TIMEOUT));
-                    }
-                    if let Err(e) = send(&mut ws, &LinkFrame::Ping { at_ms: now_ms() }).await { break Err(e) }
+                    },
+                    Some(at_ms) = pongs_rx.recv() => send(&mut sink, &LinkFrame::Pong { at_ms }).await,
+                    _ = heartbeat.tick() => send(&mut sink, &LinkFrame::Ping { at_ms: now_ms() }).await,
+                };
+                if let Err(e) = sent {
+                    break e;
                 }
             }
+        };
+        let reader = async {
+            loop {
+                // The peer pings every `HEARTBEAT`: silence means it is gone
+                // or stuck (waiting on the inbox below is not silence).
+                let Ok(msg) = tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await else {
+                    break Err(LinkError::Idle(IDLE_TIMEOUT));
+                };
+                match msg {
+                    Some(Ok(Message::Binary(bytes))) => match link::decode(&bytes) {
+                        // A full backlog means pongs are already on their way.
+                        Ok(LinkFrame::Ping { at_ms }) => drop(pongs.try_send(at_ms)),
+                        Ok(LinkFrame::Pong { .. }) => {}
+                        Ok(LinkFrame::Chat(frame)) => match self.chat.get() {
+                            Some(inbox) => {
+                                if inbox.send((peer, frame)).await.is_err() {
+                                    break Ok(());
+                                }
+                            }
+                            None => debug!(peer = %name, "chat frame before the backplane started"),
+                        },
+                        Ok(other) => debug!(peer = %name, frame = ?other, "unexpected frame after handshake"),
+                        Err(e) => break Err(e.into()),
+                    },
+                    Some(Ok(Message::Close(_))) | None => break Err(LinkError::Closed),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Err(e.into()),
+                }
+            }
+        };
+        let result: Result<(), LinkError> = tokio::select! {
+            biased;
+            _ = stop.cancelled() => Ok(()),
+            read = reader => read,
+            error = writer => Err(error),
         };
         {
             let mut table = self.table.lock().expect("links mutex poisoned");
@@ -364,7 +392,8 @@ impl Links {
                 table.remove(&peer);
             }
         }
-        let _ = ws.close(None).await;
+        // Bounded: a peer that reads nothing must not hold the session.
+        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, sink.close()).await;
         if self.shutdown.is_cancelled() || stop.is_cancelled() {
             debug!(peer = %name, "node link closed");
             return;
@@ -468,9 +497,9 @@ impl Links {
     }
 }
 
-async fn send<S>(ws: &mut WebSocketStream<S>, frame: &LinkFrame) -> Result<(), LinkError>
+async fn send<W>(ws: &mut W, frame: &LinkFrame) -> Result<(), LinkError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    W: Sink<Message, Error = WsError> + Unpin,
 {
     ws.send(Message::Binary(link::encode(frame).into())).await?;
     Ok(())
@@ -478,13 +507,9 @@ where
 
 /// Writes `first` and whatever else is queued (up to a batch), then
 /// flushes once.
-async fn send_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    first: Bytes,
-    rx: &mut mpsc::UnboundedReceiver<Bytes>,
-) -> Result<(), LinkError>
+async fn send_batch<W>(ws: &mut W, first: Bytes, rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Result<(), LinkError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    W: Sink<Message, Error = WsError> + Unpin,
 {
     ws.feed(Message::Binary(first)).await?;
     for _ in 1..BATCH {
@@ -555,12 +580,13 @@ mod tests {
         }
     }
 
-    /// An acceptor whose view does not list the dialer yet (or lists it as
-    /// down for a moment) keeps sending to it over the live link.
-    #[tokio::test]
-    async fn a_linked_peer_keeps_its_queue_when_the_view_lacks_it() {
-        let (a, mut a_inbox) = links("a");
-        let (b, mut b_inbox) = links("b");
+    type Inbox = mpsc::Receiver<(NodeId, ChatFrame)>;
+
+    /// Nodes "a" (acceptor) and "b" (dialer) linked over an in-memory pipe
+    /// that buffers 64 KiB each way, with their inboxes.
+    async fn linked_pair() -> (Arc<Links>, Inbox, Arc<Links>, Inbox) {
+        let (a, a_inbox) = links("a");
+        let (b, b_inbox) = links("b");
         let (sa, sb) = tokio::io::duplex(64 * 1024);
         let ws_a = WebSocketStream::from_raw_socket(sa, Role::Server, Some(websocket_config())).await;
         let mut ws_b = WebSocketStream::from_raw_socket(sb, Role::Client, Some(websocket_config())).await;
@@ -571,6 +597,14 @@ mod tests {
             let name = b2.dial_handshake(&mut ws_b, a_id).await.expect("handshake");
             b2.run_session(ws_b, a_id, name, Direction::Outbound).await;
         });
+        (a, a_inbox, b, b_inbox)
+    }
+
+    /// An acceptor whose view does not list the dialer yet (or lists it as
+    /// down for a moment) keeps sending to it over the live link.
+    #[tokio::test]
+    async fn a_linked_peer_keeps_its_queue_when_the_view_lacks_it() {
+        let (a, mut a_inbox, b, mut b_inbox) = linked_pair().await;
         a.send(b.me, claim("before"));
         assert_eq!(recv_room(&mut b_inbox).await, "before");
         // A view without b (a has not heard of it through membership).
@@ -580,6 +614,27 @@ mod tests {
         // And the other direction still flows.
         b.send(a.me, claim("back"));
         assert_eq!(recv_room(&mut a_inbox).await, "back");
+    }
+
+    /// Both peers writing far more than the sockets buffer, at once (room
+    /// handoffs one way, replica copies the other): each side keeps reading
+    /// while it writes, so neither waits on the other for good.
+    #[tokio::test]
+    async fn peers_writing_bulk_to_each_other_at_once_both_get_everything() {
+        const FRAMES: usize = 200;
+        let (a, mut a_inbox, b, mut b_inbox) = linked_pair().await;
+        let bulk = "x".repeat(64 * 1024);
+        for i in 0..FRAMES {
+            a.send(b.me, claim(&format!("a{i}-{bulk}")));
+            b.send(a.me, claim(&format!("b{i}-{bulk}")));
+        }
+        async fn count(inbox: &mut Inbox) {
+            for _ in 0..FRAMES {
+                inbox.recv().await.expect("the link stays up");
+            }
+        }
+        let both = async { tokio::join!(count(&mut a_inbox), count(&mut b_inbox)) };
+        tokio::time::timeout(Duration::from_secs(20), both).await.expect("every frame arrives both ways");
     }
 
     /// The queue of a peer that is neither a member nor linked is dropped.
