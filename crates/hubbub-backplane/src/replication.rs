@@ -49,13 +49,17 @@ impl Core {
         }
         let term = held.term;
         let mut sends = Vec::new();
-        for target in targets {
+        let mut entries = Some(entries).filter(|e| !e.is_empty());
+        let last = targets.len().saturating_sub(1);
+        for (i, target) in targets.into_iter().enumerate() {
             if held.synced.insert(target) {
                 let all: Vec<Entry> = held.log.entries.iter().cloned().collect();
                 sends.push((target, ChatFrame::Replicate { room: room.to_owned(), term, entries: all, full: true }));
-            } else if !entries.is_empty() {
-                let frame = ChatFrame::Replicate { room: room.to_owned(), term, entries: entries.clone(), full: false };
-                sends.push((target, frame));
+            } else if let Some(next) = &mut entries {
+                // The last replica takes the entries themselves; only
+                // others (replication factor 3 and up) get copies.
+                let next = if i == last { std::mem::take(next) } else { next.clone() };
+                sends.push((target, ChatFrame::Replicate { room: room.to_owned(), term, entries: next, full: false }));
             }
         }
         for (target, frame) in sends {
