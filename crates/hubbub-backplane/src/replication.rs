@@ -33,7 +33,7 @@ impl Core {
     /// Sends `entries` (just appended) to the room's replicas; a replica
     /// that does not have this term's log yet gets all of it. With no
     /// replica, everything sequenced is released at once.
-    pub(crate) fn replicate(&mut self, room: &str, entries: Vec<Entry>, now: u64) {
+    pub(crate) fn replicate(&mut self, room: &str, mut entries: Vec<Entry>, now: u64) {
         let targets = self.replica_targets(room);
         let Some(held) = self.held.get_mut(room) else { return };
         held.synced.retain(|n| targets.contains(n));
@@ -49,16 +49,15 @@ impl Core {
         }
         let term = held.term;
         let mut sends = Vec::new();
-        let mut entries = Some(entries).filter(|e| !e.is_empty());
         let last = targets.len().saturating_sub(1);
         for (i, target) in targets.into_iter().enumerate() {
             if held.synced.insert(target) {
                 let all: Vec<Entry> = held.log.entries.iter().cloned().collect();
                 sends.push((target, ChatFrame::Replicate { room: room.to_owned(), term, entries: all, full: true }));
-            } else if let Some(next) = &mut entries {
+            } else if !entries.is_empty() {
                 // The last replica takes the entries themselves; only
                 // others (replication factor 3 and up) get copies.
-                let next = if i == last { std::mem::take(next) } else { next.clone() };
+                let next = if i == last { std::mem::take(&mut entries) } else { entries.clone() };
                 sends.push((target, ChatFrame::Replicate { room: room.to_owned(), term, entries: next, full: false }));
             }
         }
