@@ -338,7 +338,7 @@ pub(crate) fn delivers<'a>(room: &str, entries: impl IntoIterator<Item = &'a Ent
     let mut frames = Vec::new();
     let mut run: Option<(u64, Vec<String>, usize)> = None;
     for e in entries {
-        let text = hubbub_proto::client::room_message_json(room, e.seq, &e.from, &e.body, &e.id, e.ts);
+        let text = hubbub_proto::client::room_message_json(room, e.seq, e.from(), e.body(), e.id(), e.ts);
         if let Some((first, texts, bytes)) = &mut run
             && e.seq == *first + texts.len() as u64
             && *bytes + text.len() <= DELIVER_BYTES
@@ -749,7 +749,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, body: &str) -> Entry {
-        Entry { seq, from: "u".into(), id: seq.to_string(), body: body.into(), ts: 1 }
+        Entry::new(seq, "u", &seq.to_string(), body, 1)
     }
 
     fn runs(frames: &[ChatFrame]) -> Vec<(u64, usize)> {

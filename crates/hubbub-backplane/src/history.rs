@@ -31,7 +31,7 @@ impl Default for HistoryLimits {
 }
 
 fn entry_bytes(e: &Entry) -> usize {
-    e.body.len() + e.id.len() + e.from.len() + 32
+    e.text_len() + 32
 }
 
 /// A bounded log of entries, oldest first.
@@ -124,27 +124,27 @@ impl Dedupe {
     /// The seq of the entry in `log` that `from` sent with `id`.
     pub(crate) fn get(&self, log: &Log, from: &str, id: &str) -> Option<u64> {
         let hash = self.hash(from, id);
-        self.table.find(hash, |&seq| log.get(seq).is_some_and(|e| e.from == from && e.id == id)).copied()
+        self.table.find(hash, |&seq| log.get(seq).is_some_and(|e| e.from() == from && e.id() == id)).copied()
     }
 
     /// Remembers `entry`, which must already be in `log` (a key seen before
     /// now names the newer entry).
     fn insert(&mut self, log: &Log, entry: &Entry) {
-        let hash = self.hash(&entry.from, &entry.id);
-        let same = |seq: &u64| log.get(*seq).is_some_and(|e| e.from == entry.from && e.id == entry.id);
+        let hash = self.hash(entry.from(), entry.id());
+        let same = |seq: &u64| log.get(*seq).is_some_and(|e| e.from() == entry.from() && e.id() == entry.id());
         if let Some(seq) = self.table.find_mut(hash, same) {
             *seq = entry.seq;
             return;
         }
         let hasher = &self.hasher;
         // Growing rehashes every seq in the table: all are in `log`.
-        let rehash = |seq: &u64| log.get(*seq).map_or(0, |e| hasher.hash_one((e.from.as_str(), e.id.as_str())));
+        let rehash = |seq: &u64| log.get(*seq).map_or(0, |e| hasher.hash_one((e.from(), e.id())));
         self.table.insert_unique(hash, entry.seq, rehash);
     }
 
     /// Forgets `entry` (dropped from the log) unless its key names another.
     fn remove(&mut self, entry: &Entry) {
-        let hash = self.hash(&entry.from, &entry.id);
+        let hash = self.hash(entry.from(), entry.id());
         if let Ok(found) = self.table.find_entry(hash, |&seq| seq == entry.seq) {
             found.remove();
         }
@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, from: &str, id: &str) -> Entry {
-        Entry { seq, from: from.into(), id: id.into(), body: "b".into(), ts: 0 }
+        Entry::new(seq, from, id, "b", 0)
     }
 
     fn limits(messages: usize) -> HistoryLimits {

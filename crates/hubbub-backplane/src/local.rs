@@ -227,17 +227,8 @@ impl Core {
         self.push(conn, text(&ServerMsg::Joined { room: room.clone(), seq: last, truncated }));
         self.counters.replayed_messages += replay.len() as u64;
         for e in replay {
-            let msg = ServerMsg::Message {
-                kind: hubbub_proto::client::Audience::Room,
-                room: Some(room.clone()),
-                seq: Some(e.seq),
-                to: None,
-                from: e.from,
-                body: e.body,
-                id: e.id,
-                ts: e.ts,
-            };
-            self.push(conn, text(&msg));
+            let msg = hubbub_proto::client::room_message_json(&room, e.seq, e.from(), e.body(), e.id(), e.ts);
+            self.push(conn, Text::from(msg));
         }
     }
 

@@ -237,7 +237,7 @@ impl Core {
                 let seq = held.next_seq;
                 held.next_seq += 1;
                 self.counters.published += 1;
-                let entry = Entry { seq, from: sender, id, body, ts: now };
+                let entry = Entry::new(seq, &sender, &id, &body, now);
                 held.append(entry.clone(), &limits, now);
                 held.awaiting.push_back(pending(seq));
                 let term = held.term;

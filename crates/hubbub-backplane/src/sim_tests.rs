@@ -549,7 +549,7 @@ fn a_takeover_from_a_shorter_copy_yields_to_the_claimers_longer_one() {
     let wire: Wire = Default::default();
     let mut core = Core::new(me, CoreLimits::default(), Box::new(SimPeers { me, wire }));
     core.on_view(ring, [], 0);
-    let entry = |seq: u64| Entry { seq, from: "u".into(), id: format!("m{seq}"), body: "b".into(), ts: 1 };
+    let entry = |seq: u64| Entry::new(seq, "u", &format!("m{seq}"), "b", 1);
     let entries = |upto: u64| (1..=upto).map(entry).collect::<Vec<_>>();
     // This node replicated r0 for its holder, up to seq 35 of term 1.
     core.on_frame(old_holder, ChatFrame::Replicate { room: "r0".into(), term: 1, entries: entries(35), full: true }, 1);
@@ -601,7 +601,7 @@ fn a_batch_never_replicates_an_entry_under_a_newer_term() {
         let LinkFrame::Chat(frame) = link::decode(bytes).unwrap() else { continue };
         if let ChatFrame::Replicate { term, entries, .. } = frame {
             assert!(
-                entries.iter().all(|e| e.id != "stale") || term == 1,
+                entries.iter().all(|e| e.id() != "stale") || term == 1,
                 "the term-1 entry went out under term {term}"
             );
         }

@@ -8,20 +8,107 @@
 //! `hops` counts forwards; a frame that was forwarded [`MAX_HOPS`] times is
 //! answered with a failure instead of travelling on.
 
+use std::borrow::Cow;
+
 use hubbub_ring::NodeId;
 use serde::{Deserialize, Serialize};
 
 /// Forwards allowed before a request fails as unavailable.
 pub const MAX_HOPS: u8 = 4;
 
-/// One sequenced message of a room's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One sequenced message of a room's history: `seq`, sender, client id,
+/// body and time.
+///
+/// Sender, id and body live in one allocation. A room keeps up to 1,000
+/// entries at its holder and again at each replica, and once a log is full
+/// every new entry evicts the oldest, whose memory is by then out of cache:
+/// one block to read and free per eviction instead of three (and 48 bytes
+/// in the log's deque instead of 88). On the wire it is the five fields
+/// `seq, from, id, body, ts` in that order, as a derived struct would be.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
     pub seq: u64,
-    pub from: String,
-    pub id: String,
-    pub body: String,
     pub ts: u64,
+    /// `from`, then `id`, then `body`.
+    text: Box<str>,
+    from_end: usize,
+    id_end: usize,
+}
+
+impl Entry {
+    pub fn new(seq: u64, from: &str, id: &str, body: &str, ts: u64) -> Entry {
+        let mut text = String::with_capacity(from.len() + id.len() + body.len());
+        text.push_str(from);
+        text.push_str(id);
+        text.push_str(body);
+        Entry { seq, ts, text: text.into_boxed_str(), from_end: from.len(), id_end: from.len() + id.len() }
+    }
+
+    /// The sender's user name.
+    pub fn from(&self) -> &str {
+        &self.text[..self.from_end]
+    }
+
+    /// The id the sender gave the message.
+    pub fn id(&self) -> &str {
+        &self.text[self.from_end..self.id_end]
+    }
+
+    pub fn body(&self) -> &str {
+        &self.text[self.id_end..]
+    }
+
+    /// Bytes of sender, id and body together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("seq", &self.seq)
+            .field("from", &self.from())
+            .field("id", &self.id())
+            .field("body", &self.body())
+            .field("ts", &self.ts)
+            .finish()
+    }
+}
+
+/// [`Entry`] as it is written and read: borrowed from the frame where the
+/// format allows (postcard does), so reading one allocates once.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Entry")]
+struct EntryWire<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    from: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    body: Cow<'a, str>,
+    ts: u64,
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = EntryWire {
+            seq: self.seq,
+            from: Cow::Borrowed(self.from()),
+            id: Cow::Borrowed(self.id()),
+            body: Cow::Borrowed(self.body()),
+            ts: self.ts,
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+        let w = EntryWire::deserialize(d)?;
+        Ok(Entry::new(w.seq, &w.from, &w.id, &w.body, w.ts))
+    }
 }
 
 /// A publish the holder sequenced and has not answered yet (waiting for a
@@ -124,4 +211,40 @@ pub enum ChatFrame {
     DeliverDirect { to: String, from: String, id: String, body: String, ts: u64 },
     /// Origin → every node: deliver to every local connection.
     Broadcast { from: String, id: String, body: String, ts: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `Entry` was before its strings shared one allocation: the
+    /// layout nodes of this link version expect on the wire.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct FiveFields {
+        seq: u64,
+        from: String,
+        id: String,
+        body: String,
+        ts: u64,
+    }
+
+    proptest! {
+        #[test]
+        fn an_entry_is_written_and_read_as_its_five_fields(
+            seq in any::<u64>(), from in ".{0,12}", id in ".{0,12}", body in ".{0,40}", ts in any::<u64>()
+        ) {
+            let entry = Entry::new(seq, &from, &id, &body, ts);
+            prop_assert_eq!((entry.from(), entry.id(), entry.body()), (from.as_str(), id.as_str(), body.as_str()));
+            prop_assert_eq!(entry.text_len(), from.len() + id.len() + body.len());
+            let fields = FiveFields { seq, from, id, body, ts };
+            let bytes = postcard::to_allocvec(&entry).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_allocvec(&fields).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<Entry>(&bytes).unwrap(), entry.clone());
+            // A format that cannot lend its strings (JSON with escapes) still reads it.
+            let json = serde_json::to_string(&entry).unwrap();
+            prop_assert_eq!(&json, &serde_json::to_string(&fields).unwrap());
+            prop_assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);
+        }
+    }
 }

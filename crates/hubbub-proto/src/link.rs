@@ -162,13 +162,7 @@ mod tests {
                     state: crate::chat::RoomState {
                         next_seq,
                         nodes: nodes.into_iter().map(NodeId).collect(),
-                        history: vec![crate::chat::Entry {
-                            seq: next_seq.saturating_sub(1),
-                            from: "ann".into(),
-                            id: "m1".into(),
-                            body: "hi".into(),
-                            ts: 7,
-                        }],
+                        history: vec![crate::chat::Entry::new(next_seq.saturating_sub(1), "ann", "m1", "hi", 7)],
                         released: next_seq.saturating_sub(1),
                         pending: Vec::new(),
                         term: 3,
@@ -229,13 +223,8 @@ mod tests {
         let deliver = ChatFrame::Deliver { room: "r".repeat(64), first: u64::MAX, texts: vec![text] };
         assert!(encode_chat(&deliver).len() <= MAX_FRAME_LEN);
         // History is counted as body + id + from + 32 bytes per entry.
-        let entry = |seq: u64| Entry {
-            seq,
-            from: "u".repeat(32),
-            id: "i".repeat(64),
-            body: "b".repeat(MAX_BODY_SETTING - 128),
-            ts: u64::MAX,
-        };
+        let entry =
+            |seq: u64| Entry::new(seq, &"u".repeat(32), &"i".repeat(64), &"b".repeat(MAX_BODY_SETTING - 128), u64::MAX);
         let per_entry = MAX_BODY_SETTING - 128 + 64 + 32 + 32;
         let history: Vec<Entry> =
             (0..(MAX_HISTORY_BYTES_SETTING / per_entry) as u64).map(|s| entry(u64::MAX - s)).collect();
