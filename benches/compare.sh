@@ -273,6 +273,29 @@ idle() {
 
 # scale LABEL ARGS...: the load on Hubbub's 3 nodes (LABEL-3), then on 5
 # (two more nodes started for it, stopped after; LABEL-5). Hubbub only.
+# wait_settled N SECONDS: the rooms are done moving after a ring change:
+# every room has one holder on the N nodes (held rooms sum to the rooms the
+# first node knew before) and what each node holds and replicates did not
+# change over a second. Sets SETTLED_S; fails after SECONDS.
+wait_settled() {
+    local n=$1 limit=$2 start=$SECONDS before="" now i
+    while ((SECONDS - start < limit)); do
+        now=""
+        for ((i = 1; i <= n; i++)); do
+            now+="$(curl -fs "http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))/debug/node" |
+                jq -r '"\(.chat.rooms_held)/\(.chat.replica_rooms) "')" || now+="? "
+        done
+        if [[ $now == "$before" && $now != *"?"* ]] &&
+            (($(tr ' ' '\n' <<<"$now" | awk -F/ '{ s += $1 } END { print s }') == ROOMS_BEFORE)); then
+            SETTLED_S=$((SECONDS - start))
+            return 0
+        fi
+        before=$now
+        sleep 1
+    done
+    log "rooms did not settle on $n nodes within $limit s (held/replicas per node: $now)"; exit 1
+}
+
 scale() {
     local label=$1; shift
     wanted "$label" || return 0
@@ -281,13 +304,21 @@ scale() {
     log "$label-3: hubbub"
     "$LOADGEN" --target hubbub --urls "$urls" --server-pids "$pids" --label "$label-3" \
         --room-prefix "$label-3" "$@" >"$OUT/$label-3.hubbub.txt"
+    ROOMS_BEFORE=0
+    for i in 1 2 3; do
+        ROOMS_BEFORE=$((ROOMS_BEFORE + $(curl -fs "http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))/debug/node" | jq .chat.rooms_held)))
+    done
     local extra=() i p
     for i in 4 5; do
         start_hubbub "$i"
         extra+=("$HB_LAST_PID"); urls+=",$HB_LAST_URL"; pids+=",$HB_LAST_PID"
     done
     for i in 1 2 3 4 5; do wait_ring "$i" 5; done
-    log "$label-5: hubbub (2 more nodes: pids ${extra[*]})"
+    # The goal compares steady states: the rooms (with their histories) that
+    # move to the new nodes are a one-off cost of the join, not of running
+    # on 5 nodes, so it is waited out before measuring.
+    wait_settled 5 120
+    log "$label-5: hubbub (2 more nodes: pids ${extra[*]}; rooms settled after ${SETTLED_S} s)"
     "$LOADGEN" --target hubbub --urls "$urls" --server-pids "$pids" --label "$label-5" \
         --room-prefix "$label-5" "$@" >"$OUT/$label-5.hubbub.txt"
     for p in "${extra[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
