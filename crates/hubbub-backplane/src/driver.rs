@@ -1,6 +1,7 @@
 //! The backplane's driver: one [`Core`] behind a mutex, fed by the cluster
-//! view (through [`Fencing`]: quorum and delayed ring removal), the node
-//! links and a ticker.
+//! view (through [`Fencing`]: quorum and delayed ring removal) and a
+//! ticker in its own task, and by the node links' readers, which hand the
+//! frames that arrived together to the core themselves ([`LinkFrames`]).
 //!
 //! Every entry point locks the core for a short, non-blocking step: the core
 //! only queues frames (link queues, connection queues), it never waits, so
@@ -13,7 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use hubbub_cluster::{Cluster, Links};
 use hubbub_ring::NodeId;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,8 +28,6 @@ use crate::rebalance::{NodeLoad, plan};
 
 /// How often timeouts are checked.
 const TICK: Duration = Duration::from_millis(250);
-/// Chat frames received from links waiting for the core.
-const INBOX: usize = 4_096;
 /// Mean interval between rebalancing rounds (jittered ±30 %).
 const REBALANCE_EVERY: Duration = Duration::from_secs(1);
 /// A client asked to move is not asked again for this long.
@@ -44,6 +42,23 @@ pub fn now_ms() -> u64 {
 }
 
 struct LinkSink(Arc<Links>);
+
+/// Where the links' readers hand their chat frames: one step of the core
+/// per batch, so what the batch sequences goes to the replicas together.
+/// Weak, because the core's [`LinkSink`] holds the links, which hold this.
+struct LinkFrames(std::sync::Weak<Backplane>);
+
+impl hubbub_cluster::links::ChatHandler for LinkFrames {
+    fn handle(&self, from: NodeId, frames: Vec<hubbub_proto::chat::ChatFrame>) {
+        let Some(backplane) = self.0.upgrade() else { return };
+        let now = now_ms();
+        let mut core = backplane.core();
+        for frame in frames {
+            core.on_frame_in_batch(from, frame, now);
+        }
+        core.end_batch(now);
+    }
+}
 
 impl PeerSink for LinkSink {
     fn send(&self, peer: NodeId, frame: Bytes) {
@@ -71,12 +86,11 @@ impl Backplane {
         let links = cluster.links().clone();
         let backplane =
             Arc::new(Backplane { core: Mutex::new(Core::new(me, limits, Box::new(LinkSink(links.clone())))) });
-        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
-        links.set_chat_inbox(inbox_tx);
+        links.set_chat_handler(Arc::new(LinkFrames(Arc::downgrade(&backplane))));
         if rebalance {
             tasks.spawn(backplane.clone().rebalance_loop(cluster.view(), shutdown.clone()));
         }
-        tasks.spawn(backplane.clone().run(view, inbox_rx, fencing, shutdown));
+        tasks.spawn(backplane.clone().run(view, fencing, shutdown));
         backplane
     }
 
@@ -88,7 +102,6 @@ impl Backplane {
     async fn run(
         self: Arc<Self>,
         mut view: tokio::sync::watch::Receiver<Arc<hubbub_cluster::ClusterView>>,
-        mut inbox: mpsc::Receiver<(NodeId, hubbub_proto::chat::ChatFrame)>,
         fencing: FencingConfig,
         shutdown: CancellationToken,
     ) {
@@ -103,22 +116,6 @@ impl Backplane {
                 biased;
                 _ = shutdown.cancelled() => return,
                 changed = view.changed() => if changed.is_err() { return },
-                frame = inbox.recv() => {
-                    let Some((from, frame)) = frame else { return };
-                    let now = now_ms();
-                    let mut core = self.core();
-                    core.on_frame_in_batch(from, frame, now);
-                    // Take what else is waiting under the same lock; what
-                    // the batch sequences goes to the replicas together.
-                    for _ in 0..256 {
-                        match inbox.try_recv() {
-                            Ok((from, frame)) => core.on_frame_in_batch(from, frame, now),
-                            Err(_) => break,
-                        }
-                    }
-                    core.end_batch(now);
-                    continue;
-                }
                 _ = tick.tick() => self.core().tick(now_ms()),
             }
             // A view change or a tick: membership, fencing and the ring.
