@@ -271,19 +271,21 @@ idle() {
     for t in hubbub nats; do cat "$OUT/$label.$t.txt" >&2; tail -n 1 "$OUT/$label.$t.txt" >"$OUT/$label.$t.json"; done
 }
 
-# scale LABEL ARGS...: the load on Hubbub's 3 nodes (LABEL-3), then on 5
-# (two more nodes started for it, stopped after; LABEL-5). Hubbub only.
+# node_chat I FILTER: jq FILTER applied to Hubbub node nI's chat counters.
+node_chat() {
+    curl -fs "http://127.0.0.1:$((HB_BASE + 10 * ($1 - 1)))/debug/node" | jq -r ".chat | $2"
+}
+
 # wait_settled N SECONDS: the rooms are done moving after a ring change:
-# every room has one holder on the N nodes (held rooms sum to the rooms the
-# first node knew before) and what each node holds and replicates did not
-# change over a second. Sets SETTLED_S; fails after SECONDS.
+# every room has one holder on the N nodes (held rooms sum to ROOMS_BEFORE,
+# what the nodes held before the change) and what each node holds and
+# replicates did not change over a second. Sets SETTLED_S; fails after SECONDS.
 wait_settled() {
     local n=$1 limit=$2 start=$SECONDS before="" now i
     while ((SECONDS - start < limit)); do
         now=""
         for ((i = 1; i <= n; i++)); do
-            now+="$(curl -fs "http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))/debug/node" |
-                jq -r '"\(.chat.rooms_held)/\(.chat.replica_rooms) "')" || now+="? "
+            now+="$(node_chat "$i" '"\(.rooms_held)/\(.replica_rooms) "')" || now+="? "
         done
         if [[ $now == "$before" && $now != *"?"* ]] &&
             (($(tr ' ' '\n' <<<"$now" | awk -F/ '{ s += $1 } END { print s }') == ROOMS_BEFORE)); then
@@ -296,6 +298,8 @@ wait_settled() {
     log "rooms did not settle on $n nodes within $limit s (held/replicas per node: $now)"; exit 1
 }
 
+# scale LABEL ARGS...: the load on Hubbub's 3 nodes (LABEL-3), then on 5
+# (two more nodes started for it, stopped after; LABEL-5). Hubbub only.
 scale() {
     local label=$1; shift
     wanted "$label" || return 0
@@ -306,7 +310,7 @@ scale() {
         --room-prefix "$label-3" "$@" >"$OUT/$label-3.hubbub.txt"
     ROOMS_BEFORE=0
     for i in 1 2 3; do
-        ROOMS_BEFORE=$((ROOMS_BEFORE + $(curl -fs "http://127.0.0.1:$((HB_BASE + 10 * (i - 1)))/debug/node" | jq .chat.rooms_held)))
+        ROOMS_BEFORE=$((ROOMS_BEFORE + $(node_chat "$i" .rooms_held)))
     done
     local extra=() i p
     for i in 4 5; do
